@@ -1,0 +1,86 @@
+# leanmoe - the front door. `make help` lists the targets.
+#
+#   make            build/leanmoe and build/liblmoe.a (optimised)
+#   make test       the test runner under AddressSanitizer + UBSan, then run it
+#   make fuzz       libFuzzer targets (clang), run each for FUZZ_SECONDS
+#   make deps       install the Debian packages the build and tests need
+#   make format     clang-format every C file in place
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    := -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
+ifeq ($(CI),true)
+WARN    += -Werror
+endif
+CPPFLAGS := -D_GNU_SOURCE -Iinclude -Isrc
+LDLIBS  := -lm -lpthread
+
+SHARED_DATA ?= $(abspath ../shared/data)
+B := build
+
+LIB_SRC := $(sort $(wildcard src/*.c src/*/*.c))
+CLI_SRC := $(sort $(wildcard cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/*.c))
+
+# Only src/kernels/ holds processor-specific code; each ISA file gets its
+# own flags and is entered only after a run-time CPU check.
+ISA_FLAGS_x86_avx2   := -mavx2 -mfma -mf16c
+ISA_FLAGS_x86_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+isa_flags = $(ISA_FLAGS_$(basename $(notdir $(1))))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
+SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN_OBJ  := $(LIB_SRC:%.c=$(B)/san/%.o) $(TEST_SRC:%.c=$(B)/san/%.o)
+SAN_CLI_OBJ := $(LIB_SRC:%.c=$(B)/san/%.o) $(CLI_SRC:%.c=$(B)/san/%.o)
+
+.PHONY: all test deps fuzz format help clean
+all: $(B)/leanmoe $(B)/liblmoe.a
+
+$(B)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(call isa_flags,$<) -c $< -o $@
+
+$(B)/san/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(WARN) -O1 -g $(SAN) $(call isa_flags,$<) \
+	  -DLMOE_DEBUG -DLMOE_TEST_DIR='"$(abspath tests)"' -DLMOE_SHARED_DIR='"$(SHARED_DATA)"' \
+	  -c $< -o $@
+
+$(B)/liblmoe.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/leanmoe: $(CLI_OBJ) $(B)/liblmoe.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/liblmoe.a $(LDLIBS)
+
+# The runner and a sanitized copy of the program, which the cli suite runs.
+$(B)/test_runner: $(SAN_OBJ)
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
+$(B)/leanmoe-san: $(SAN_CLI_OBJ)
+	$(CC) $(SAN) -o $@ $^ $(LDLIBS)
+
+test: $(B)/test_runner $(B)/leanmoe-san $(B)/leanmoe   ## run every suite under ASan+UBSan
+	ASAN_OPTIONS=detect_leaks=1 $(B)/test_runner
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
+fuzz:  ## build the libFuzzer targets and run each for FUZZ_SECONDS
+	@mkdir -p $(B)/fuzz
+	for t in $(FUZZ_TARGETS); do \
+	  clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $(B)/fuzz/$$t tests/fuzz/$$t.c $(LIB_SRC) -lm -lpthread || exit 1; \
+	  mkdir -p $(B)/fuzz/$$t.corpus; \
+	  $(B)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$t.corpus tests/fuzz/$${t#fuzz_}_seeds || exit 1; \
+	done
+
+deps:  ## install build and test dependencies (Debian)
+	apt-get update && apt-get install -y --no-install-recommends build-essential clang
+
+format:  ## clang-format every C source in place
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) include/*.h src/*/*.h
+
+help:  ## list targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+clean:
+	rm -rf $(B)

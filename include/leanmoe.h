@@ -1,0 +1,139 @@
+/*
+ * leanmoe.h - the public interface of leanmoe, a CPU inference engine for
+ * sparse Mixture-of-Experts and latent-attention language models.
+ *
+ * Two handles carry all state:
+ *
+ *   lmoe_engine  the read-only weights of one model file, memory-mapped and
+ *                never copied, plus the worker threads. Open it once; it can
+ *                serve any number of contexts.
+ *   lmoe_ctx     one token timeline: positions, the KV cache (for DeepSeek-
+ *                class models only the compressed latent and the shared RoPE
+ *                key), and scratch memory. One user at a time.
+ *
+ * Example: the logits of a prompt, then one more token.
+ *
+ *   lmoe_engine *e; lmoe_ctx *c; char err[256];
+ *   if (lmoe_engine_open(&e, "model.gguf", NULL, err, sizeof err)) {
+ *       fprintf(stderr, "%s\n", err); return 1;
+ *   }
+ *   lmoe_ctx_open(&c, e, NULL);
+ *   int32_t ids[] = {1, 2, 3};
+ *   float *logits = malloc(sizeof(float) * lmoe_engine_n_vocab(e));
+ *   lmoe_ctx_eval(c, ids, 3, logits, 0);          // prompt: last row only
+ *   int32_t next = 42;
+ *   lmoe_ctx_eval(c, &next, 1, logits, 0);        // one decode step
+ *   lmoe_ctx_close(c); lmoe_engine_close(e); free(logits);
+ *
+ * Conventions: every call returns 0 or a negative LMOE_ERR_* code;
+ * constructors fill an out parameter; every _close(NULL) does nothing; a
+ * failed call leaves a one-line message naming the file, tensor or field
+ * (lmoe_ctx_error, or the caller's err buffer for lmoe_engine_open).
+ */
+#ifndef LEANMOE_H
+#define LEANMOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Errors ------------------------------------------------------------ */
+
+enum lmoe_err {
+    LMOE_OK = 0,
+    LMOE_ERR_IO = -1,          /* a file could not be opened, read or mapped */
+    LMOE_ERR_FORMAT = -2,      /* a file is truncated, corrupt or inconsistent */
+    LMOE_ERR_UNSUPPORTED = -3, /* valid, but an architecture or type we lack */
+    LMOE_ERR_NOMEM = -4,       /* an allocation failed */
+    LMOE_ERR_ARG = -5,         /* a caller passed a bad argument */
+    LMOE_ERR_CTX_FULL = -6,    /* the context has no room for more tokens */
+};
+
+/* A short name for a result code. Static string. */
+const char *lmoe_strerror(int code);
+
+/* ---- Engine ------------------------------------------------------------ */
+
+typedef struct lmoe_engine lmoe_engine;
+
+struct lmoe_engine_options {
+    int n_threads; /* worker threads; 0 = the number of physical cores */
+};
+#define LMOE_DEFAULT_N_THREADS 0
+
+/* Opens a GGUF model file. opt may be NULL for defaults. On failure *out is
+ * NULL and err (if not NULL) holds one line saying what is wrong. */
+int lmoe_engine_open(lmoe_engine **out, const char *path,
+                     const struct lmoe_engine_options *opt, char *err,
+                     size_t errlen);
+void lmoe_engine_close(lmoe_engine *e);
+
+int lmoe_engine_n_vocab(const lmoe_engine *e);
+int lmoe_engine_n_threads(const lmoe_engine *e);
+
+/* What a model file holds, for `leanmoe info`. Strings are borrowed, valid
+ * until lmoe_engine_close. */
+struct lmoe_model_info {
+    const char *architecture; /* general.architecture, e.g. "deepseek2" */
+    const char *name;         /* general.name, or "" */
+    int n_layer, n_embd, n_vocab, n_head, n_head_kv, context_length;
+    int n_expert, n_expert_used, n_expert_shared, n_layer_dense_lead;
+    int kv_lora_rank, q_lora_rank; /* 0 when the model has no MLA / no q_lora */
+    uint64_t params_total;  /* every weight in the file's tensors */
+    uint64_t params_active; /* per token: shared weights + selected experts */
+    uint64_t weight_bytes;  /* bytes of tensor data */
+    uint64_t kv_bytes_per_token;      /* the cache leanmoe keeps (F16) */
+    uint64_t kv_bytes_per_token_full; /* a plain per-head K/V cache, F16 */
+    int n_tensors;
+};
+int lmoe_engine_info(const lmoe_engine *e, struct lmoe_model_info *out);
+
+/* Tensor types present: fills up to max (name, count) pairs, returns how
+ * many distinct types the file has. Names borrowed (static). */
+int lmoe_engine_tensor_types(const lmoe_engine *e, const char **names,
+                             int *counts, int max);
+
+/* Metadata key/value pairs of the file, for display: the i-th key and its
+ * value rendered as text into buf (long arrays are abbreviated). Returns
+ * the number of pairs for i < 0. */
+int lmoe_engine_meta(const lmoe_engine *e, int i, const char **key, char *buf,
+                     size_t buflen);
+
+/* ---- Context ----------------------------------------------------------- */
+
+typedef struct lmoe_ctx lmoe_ctx;
+
+enum lmoe_kv_type { LMOE_KV_F16 = 1, LMOE_KV_F32 = 0 };
+
+struct lmoe_ctx_options {
+    int n_ctx;   /* tokens the cache holds; 0 = min(model context, 4096) */
+    int kv_type; /* enum lmoe_kv_type; F16 by default */
+};
+#define LMOE_DEFAULT_N_CTX 4096
+
+/* opt may be NULL for defaults. The context borrows e, which must outlive it. */
+int lmoe_ctx_open(lmoe_ctx **out, lmoe_engine *e,
+                  const struct lmoe_ctx_options *opt);
+void lmoe_ctx_close(lmoe_ctx *c);
+
+/* Runs n tokens at the next positions of the timeline (a prompt when n > 1,
+ * a decode step when n == 1) and appends them to the KV cache. If logits is
+ * not NULL it receives n_vocab floats: for the last token only, or, with
+ * all_rows != 0, one row per token (n * n_vocab floats). */
+int lmoe_ctx_eval(lmoe_ctx *c, const int32_t *tokens, int n, float *logits,
+                  int all_rows);
+
+int lmoe_ctx_n_past(const lmoe_ctx *c); /* tokens in the cache */
+int lmoe_ctx_n_ctx(const lmoe_ctx *c);  /* its capacity */
+void lmoe_ctx_reset(lmoe_ctx *c);       /* forget every token */
+
+/* The message of the last failed call on c. Borrowed. */
+const char *lmoe_ctx_error(const lmoe_ctx *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

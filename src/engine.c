@@ -1,0 +1,162 @@
+/*
+ * engine.c - lmoe_engine: opens a model file, binds its architecture,
+ * starts the worker threads, and answers questions about the model.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "error.h"
+#include "quant/quant.h"
+
+/* The widest row any matmul decodes: every weight's ne[0]. */
+static int max_cols(const struct gguf_file *f) {
+    int64_t mx = 1;
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        if (f->tensors[i].ne[0] > mx) mx = f->tensors[i].ne[0];
+    return (int)mx;
+}
+
+int lmoe_engine_open(lmoe_engine **out, const char *path, const struct lmoe_engine_options *opt,
+                     char *err, size_t errlen) {
+    *out = NULL;
+    struct lmoe_engine *e = calloc(1, sizeof(*e));
+    if (!e) return lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "engine: out of memory");
+    pthread_mutex_init(&e->step_lock, NULL);
+    int rc = gguf_open(&e->gguf, path, err, errlen);
+    if (rc) goto fail;
+    char sub[400];
+    if ((rc = lmoe_model_load(&e->model, e->gguf, sub, sizeof sub))) {
+        lmoe_errf(err, errlen, rc, "%s: %s", path, sub);
+        goto fail;
+    }
+    int n_threads = opt && opt->n_threads > 0 ? opt->n_threads : lmoe_physical_cores();
+    e->compute.k = lmoe_kernels_pick();
+    e->compute.max_cols = max_cols(e->gguf);
+    e->compute.pool = lmoe_pool_open(n_threads);
+    e->compute.row_scratch = malloc(sizeof(float) * (size_t)n_threads * (size_t)e->compute.max_cols);
+    e->rope_freqs = malloc(sizeof(float) * (size_t)(e->model.hp.n_rot / 2 + 1));
+    if (!e->compute.pool || !e->compute.row_scratch || !e->rope_freqs) {
+        rc = lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "engine: out of memory starting %d threads", n_threads);
+        goto fail;
+    }
+    op_rope_freqs(&e->model.hp, e->rope_freqs);
+    const struct gguf_kv *name = gguf_find_kv(e->gguf, "general.name");
+    if (name && name->type == GGUF_TYPE_STRING)
+        snprintf(e->name, sizeof e->name, "%.*s", (int)(name->v.str.len < 127 ? name->v.str.len : 127),
+                 name->v.str.ptr);
+    *out = e;
+    return 0;
+fail:
+    lmoe_engine_close(e);
+    return rc;
+}
+
+void lmoe_engine_close(lmoe_engine *e) {
+    if (!e) return;
+    lmoe_pool_close(e->compute.pool);
+    free(e->compute.row_scratch);
+    free(e->rope_freqs);
+    lmoe_model_free(&e->model);
+    gguf_close(e->gguf);
+    pthread_mutex_destroy(&e->step_lock);
+    free(e);
+}
+
+int lmoe_engine_n_vocab(const lmoe_engine *e) { return e->model.hp.n_vocab; }
+int lmoe_engine_n_threads(const lmoe_engine *e) { return lmoe_pool_n_threads(e->compute.pool); }
+
+int lmoe_engine_info(const lmoe_engine *e, struct lmoe_model_info *o) {
+    const struct lmoe_hparams *hp = &e->model.hp;
+    memset(o, 0, sizeof(*o));
+    o->architecture = e->model.arch_name;
+    o->name = e->name;
+    o->n_layer = hp->n_layer;
+    o->n_embd = hp->n_embd;
+    o->n_vocab = hp->n_vocab;
+    o->n_head = hp->n_head;
+    o->n_head_kv = hp->n_head_kv;
+    o->context_length = hp->n_ctx_train;
+    o->n_expert = hp->n_expert;
+    o->n_expert_used = hp->n_expert_used;
+    o->n_expert_shared = hp->n_expert_shared;
+    o->n_layer_dense_lead = hp->n_layer_dense_lead;
+    o->kv_lora_rank = hp->kv_lora_rank;
+    o->q_lora_rank = hp->q_lora_rank;
+    lmoe_model_count_params(&e->model, &o->params_total, &o->params_active);
+    for (uint64_t i = 0; i < e->gguf->n_tensors; i++) o->weight_bytes += e->gguf->tensors[i].nbytes;
+    o->n_tensors = (int)e->gguf->n_tensors;
+    /* F16 cache: 2 bytes an element. MLA keeps latent + rope key per layer;
+     * a plain cache keeps per-head keys and values. */
+    uint64_t L = (uint64_t)hp->n_layer;
+    if (hp->arch == LMOE_ARCH_DEEPSEEK2) {
+        o->kv_bytes_per_token = L * 2 * (uint64_t)(hp->kv_lora_rank + hp->qk_rope);
+        o->kv_bytes_per_token_full =
+            L * 2 * (uint64_t)hp->n_head * (uint64_t)(hp->qk_nope + hp->qk_rope + hp->v_head_dim);
+    } else {
+        o->kv_bytes_per_token = L * 2 * (uint64_t)hp->n_head_kv * (uint64_t)(hp->head_dim_k + hp->head_dim_v);
+        o->kv_bytes_per_token_full = o->kv_bytes_per_token;
+    }
+    return 0;
+}
+
+int lmoe_engine_tensor_types(const lmoe_engine *e, const char **names, int *counts, int max) {
+    int n = 0;
+    for (uint32_t type = 0; type < LMOE_DTYPE_COUNT; type++) {
+        int count = 0;
+        for (uint64_t i = 0; i < e->gguf->n_tensors; i++) count += e->gguf->tensors[i].type == type;
+        if (!count) continue;
+        if (n < max) {
+            names[n] = lmoe_dtype_get(type)->name;
+            counts[n] = count;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* Renders a string for display: printable ASCII kept, the rest escaped. */
+static size_t put_str(char *buf, size_t len, size_t at, const char *s, uint64_t n) {
+    for (uint64_t i = 0; i < n && at + 5 < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') buf[at++] = (char)ch;
+        else if (ch >= 0x80) buf[at++] = (char)ch; /* UTF-8 passes through */
+        else at += (size_t)snprintf(buf + at, len - at, "\\x%02x", ch);
+    }
+    if (at < len) buf[at] = 0;
+    return at;
+}
+
+int lmoe_engine_meta(const lmoe_engine *e, int i, const char **key, char *buf, size_t len) {
+    if (i < 0) return (int)e->gguf->n_kv;
+    if ((uint64_t)i >= e->gguf->n_kv || !len) return LMOE_ERR_ARG;
+    const struct gguf_kv *kv = &e->gguf->kv[i];
+    *key = kv->key;
+    buf[0] = 0;
+    switch (kv->type) {
+    case GGUF_TYPE_STRING: put_str(buf, len, 0, kv->v.str.ptr, kv->v.str.len > 200 ? 200 : kv->v.str.len); break;
+    case GGUF_TYPE_FLOAT32: case GGUF_TYPE_FLOAT64: snprintf(buf, len, "%g", kv->v.f64); break;
+    case GGUF_TYPE_BOOL: snprintf(buf, len, "%s", kv->v.u64 ? "true" : "false"); break;
+    case GGUF_TYPE_INT8: case GGUF_TYPE_INT16: case GGUF_TYPE_INT32: case GGUF_TYPE_INT64:
+        snprintf(buf, len, "%" PRId64, kv->v.i64); break;
+    case GGUF_TYPE_ARRAY: {
+        size_t at = (size_t)snprintf(buf, len, "[%s x %" PRIu64 "]", gguf_type_name(kv->arr_type), kv->arr_n);
+        if (at >= len) break;
+        for (uint64_t j = 0; j < kv->arr_n && j < 4 && at + 40 < len; j++) {
+            at += (size_t)snprintf(buf + at, len - at, j ? ", " : " ");
+            if (kv->arr_type == GGUF_TYPE_STRING) {
+                struct gguf_str s = gguf_arr_str(kv, j);
+                at = put_str(buf, len, at, s.ptr, s.len > 24 ? 24 : s.len);
+            } else if (kv->arr_type != GGUF_TYPE_ARRAY) {
+                at += (size_t)snprintf(buf + at, len - at, "%g", gguf_arr_num(kv, j));
+            }
+        }
+        if (kv->arr_n > 4 && at + 5 < len) snprintf(buf + at, len - at, ", ...");
+        break;
+    }
+    default: snprintf(buf, len, "%" PRIu64, kv->v.u64); break;
+    }
+    return 0;
+}

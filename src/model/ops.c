@@ -1,0 +1,124 @@
+/*
+ * ops.c - forward-step operations shared by every architecture.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "model/ops.h"
+#include "quant/quant.h"
+
+struct matmul_job {
+    struct lmoe_compute *c;
+    const uint8_t *w; /* first row of the expert's matrix */
+    size_t row_bytes;
+    uint32_t type;
+    int n_in, T, ldx, ldy;
+    const float *x;
+    float *y;
+};
+
+/* Rows [r0, r1): decode each weight row once (F32 rows are used in place),
+ * then one dot product per token. */
+static void matmul_rows(void *arg, int r0, int r1, int ith) {
+    struct matmul_job *j = arg;
+    const struct lmoe_kernels *k = j->c->k;
+    float *buf = j->c->row_scratch + (size_t)ith * (size_t)j->c->max_cols;
+    for (int r = r0; r < r1; r++) {
+        const void *row = j->w + (size_t)r * j->row_bytes;
+        const float *wr = row;
+        if (j->type != LMOE_DTYPE_F32) {
+            k->dequantize_row(j->type, row, buf, j->n_in);
+            wr = buf;
+        }
+        for (int t = 0; t < j->T; t++)
+            j->y[(size_t)t * j->ldy + r] = k->dot_f32(wr, j->x + (size_t)t * j->ldx, j->n_in);
+    }
+}
+
+void op_matmul(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
+               const float *x, int ldx, int T, float *y, int ldy) {
+    int n_out = (int)W->ne[1];
+    struct matmul_job j = {
+        .c = c,
+        .w = (const uint8_t *)W->data + (size_t)expert * (size_t)n_out * W->row_bytes,
+        .row_bytes = W->row_bytes,
+        .type = W->type,
+        .n_in = (int)W->ne[0],
+        .T = T, .ldx = ldx, .ldy = ldy, .x = x, .y = y,
+    };
+    /* Small matrices are not worth waking the workers for. */
+    int min_chunk = n_out * j.n_in < 32768 ? n_out : 16;
+    lmoe_pool_for(c->pool, n_out, min_chunk, matmul_rows, &j);
+}
+
+void op_get_row(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
+                int row, float *dst) {
+    const uint8_t *p = (const uint8_t *)W->data +
+                       ((size_t)expert * (size_t)W->ne[1] + (size_t)row) * W->row_bytes;
+    c->k->dequantize_row(W->type, p, dst, (int)W->ne[0]);
+}
+
+void op_rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
+    double ss = 0; /* double: the mean of squares of 7168 values loses bits in float */
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) y[i] = x[i] * scale * (w ? w[i] : 1.0f);
+}
+
+void op_softmax(float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+float op_silu(float x) { return x / (1.0f + expf(-x)); }
+
+void op_rope_freqs(const struct lmoe_hparams *hp, float *inv_freq) {
+    int half = hp->n_rot / 2;
+    double base = hp->rope_base, s = hp->rope_scale;
+    /* YaRN keeps high frequencies (dims below `low`) as they are, divides
+     * low frequencies (dims above `high`) by the scale, and blends linearly
+     * in between; low/high are the dims whose wavelength fits beta_fast and
+     * beta_slow rotations into the original context. */
+    double low = 0, high = 0;
+    if (hp->rope_yarn) {
+        double n = hp->n_rot, ctx = hp->rope_orig_ctx;
+        low = floor(n * log(ctx / (hp->yarn_beta_fast * 2 * M_PI)) / (2 * log(base)));
+        high = ceil(n * log(ctx / (hp->yarn_beta_slow * 2 * M_PI)) / (2 * log(base)));
+        if (low < 0) low = 0;
+        if (high > n - 1) high = n - 1;
+        if (low == high) high += 0.001;
+    }
+    for (int i = 0; i < half; i++) {
+        float pos_freq = (float)pow(base, (double)(2 * i) / hp->n_rot);
+        float extrap = 1.0f / pos_freq, interp = 1.0f / ((float)s * pos_freq);
+        if (hp->rope_yarn) {
+            double ramp = (i - low) / (high - low);
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            float keep = (float)(1.0 - ramp); /* share of the unscaled frequency */
+            inv_freq[i] = interp * (1 - keep) + extrap * keep;
+        } else {
+            inv_freq[i] = s != 1.0 ? interp : extrap;
+        }
+    }
+}
+
+void op_rope(float *v, int n_rot, int pos, enum lmoe_rope_mode mode,
+             const float *inv_freq, float mag) {
+    int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        float theta = (float)pos * inv_freq[i];
+        float cs = cosf(theta) * mag, sn = sinf(theta) * mag;
+        int a = mode == LMOE_ROPE_NEOX ? i : 2 * i;
+        int b = mode == LMOE_ROPE_NEOX ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * cs - x1 * sn;
+        v[b] = x0 * sn + x1 * cs;
+    }
+}

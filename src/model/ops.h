@@ -1,0 +1,48 @@
+/*
+ * ops.h - the operations a forward step is made of: matrix products over
+ * quantized weights (threaded over output rows), norms, rotary embedding,
+ * softmax. Model code is a list of calls to these.
+ */
+#ifndef LMOE_OPS_H
+#define LMOE_OPS_H
+
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "threadpool.h"
+
+/* What an op needs to run: threads, kernels and per-thread row scratch. */
+struct lmoe_compute {
+    struct lmoe_pool *pool;
+    const struct lmoe_kernels *k;
+    float *row_scratch; /* n_threads * max_cols floats */
+    int max_cols;
+};
+
+/* y[t][r] = sum_i W[r][i] * x[t][i] for t < T and every output row r of W
+ * (of expert `expert` when W is 3-D). x rows are ldx floats apart, y rows
+ * ldy. Each weight row is decoded once and used for all T tokens. */
+void op_matmul(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
+               const float *x, int ldx, int T, float *y, int ldy);
+
+/* dst = row `row` of W (expert `expert`), as floats. */
+void op_get_row(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
+                int row, float *dst);
+
+/* y = x / rms(x) * w, over n floats; y may equal x. w may be NULL (= 1). */
+void op_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
+
+/* Softmax of x in place. */
+void op_softmax(float *x, int n);
+
+/* x * sigmoid(x) */
+float op_silu(float x);
+
+/* The n_rot/2 rotary frequencies of a model, YaRN blend included. */
+void op_rope_freqs(const struct lmoe_hparams *hp, float *inv_freq);
+
+/* Rotates the first n_rot dims of v for position pos, as adjacent pairs
+ * (NORM) or as halves (NEOX), scaling cos and sin by mag. */
+void op_rope(float *v, int n_rot, int pos, enum lmoe_rope_mode mode,
+             const float *inv_freq, float mag);
+
+#endif

@@ -1,0 +1,148 @@
+/*
+ * quant.h - how numbers are stored: the tensor types of GGUF files.
+ *
+ * The enum values are the ones GGUF files carry on disk (ggml's type ids), so
+ * a tensor's type field maps onto this enum without translation. Each block
+ * type has a struct whose layout is the on-disk layout byte for byte, with a
+ * static_assert on its size; quant_ref.c holds the plain scalar routines that
+ * define what the bytes mean. Every faster path is tested against those.
+ */
+#ifndef LMOE_QUANT_H
+#define LMOE_QUANT_H
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* GGUF tensor types. Values are fixed by the file format and only grow. */
+enum lmoe_dtype {
+    LMOE_DTYPE_F32 = 0,
+    LMOE_DTYPE_F16 = 1,
+    LMOE_DTYPE_Q4_0 = 2,
+    LMOE_DTYPE_Q4_1 = 3,
+    LMOE_DTYPE_Q5_0 = 6,
+    LMOE_DTYPE_Q5_1 = 7,
+    LMOE_DTYPE_Q8_0 = 8,
+    LMOE_DTYPE_Q8_1 = 9,
+    LMOE_DTYPE_Q2_K = 10,
+    LMOE_DTYPE_Q3_K = 11,
+    LMOE_DTYPE_Q4_K = 12,
+    LMOE_DTYPE_Q5_K = 13,
+    LMOE_DTYPE_Q6_K = 14,
+    LMOE_DTYPE_Q8_K = 15,
+    LMOE_DTYPE_BF16 = 30,
+    LMOE_DTYPE_COUNT = 40 /* upper bound of the ids we know by name */
+};
+
+/* Elements per block of the K-quants ("super-block"). */
+#define LMOE_QK_K 256
+/* Elements per block of the legacy quants Q4_0 .. Q8_1. */
+#define LMOE_QK 32
+
+typedef uint16_t lmoe_f16;  /* IEEE binary16 bits */
+typedef uint16_t lmoe_bf16; /* bfloat16 bits */
+
+/* Q4_0: 32 weights = d * (q - 8), q in 0..15; low nibbles are elements 0..15. */
+struct lmoe_block_q4_0 { lmoe_f16 d; uint8_t qs[LMOE_QK / 2]; };
+static_assert(sizeof(struct lmoe_block_q4_0) == 18, "q4_0 block size");
+
+/* Q4_1: 32 weights = d * q + m. */
+struct lmoe_block_q4_1 { lmoe_f16 d, m; uint8_t qs[LMOE_QK / 2]; };
+static_assert(sizeof(struct lmoe_block_q4_1) == 20, "q4_1 block size");
+
+/* Q5_0: 32 weights = d * (q - 16); the fifth bit of element j is bit j of qh. */
+struct lmoe_block_q5_0 { lmoe_f16 d; uint8_t qh[4]; uint8_t qs[LMOE_QK / 2]; };
+static_assert(sizeof(struct lmoe_block_q5_0) == 22, "q5_0 block size");
+
+/* Q5_1: 32 weights = d * q + m, 5-bit q as in Q5_0. */
+struct lmoe_block_q5_1 { lmoe_f16 d, m; uint8_t qh[4]; uint8_t qs[LMOE_QK / 2]; };
+static_assert(sizeof(struct lmoe_block_q5_1) == 24, "q5_1 block size");
+
+/* Q8_0: 32 weights = d * q, q signed 8-bit. */
+struct lmoe_block_q8_0 { lmoe_f16 d; int8_t qs[LMOE_QK]; };
+static_assert(sizeof(struct lmoe_block_q8_0) == 34, "q8_0 block size");
+
+/* Q8_1: as Q8_0 plus s = d * sum(qs); used for activations only. */
+struct lmoe_block_q8_1 { lmoe_f16 d, s; int8_t qs[LMOE_QK]; };
+static_assert(sizeof(struct lmoe_block_q8_1) == 36, "q8_1 block size");
+
+/* Q2_K: 16 groups of 16; 4-bit scale and 4-bit min per group, 2-bit q. */
+struct lmoe_block_q2_k {
+    uint8_t scales[LMOE_QK_K / 16]; /* low nibble scale, high nibble min */
+    uint8_t qs[LMOE_QK_K / 4];
+    lmoe_f16 d, dmin;
+};
+static_assert(sizeof(struct lmoe_block_q2_k) == 84, "q2_k block size");
+
+/* Q3_K: 16 groups of 16; 6-bit scales, 3-bit q (2 low bits + hmask bit). */
+struct lmoe_block_q3_k {
+    uint8_t hmask[LMOE_QK_K / 8];
+    uint8_t qs[LMOE_QK_K / 4];
+    uint8_t scales[12];
+    lmoe_f16 d;
+};
+static_assert(sizeof(struct lmoe_block_q3_k) == 110, "q3_k block size");
+
+/* Q4_K: 8 groups of 32; 6-bit scales and mins packed in 12 bytes, 4-bit q. */
+struct lmoe_block_q4_k {
+    lmoe_f16 d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[LMOE_QK_K / 2];
+};
+static_assert(sizeof(struct lmoe_block_q4_k) == 144, "q4_k block size");
+
+/* Q5_K: as Q4_K plus one high bit per weight in qh. */
+struct lmoe_block_q5_k {
+    lmoe_f16 d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[LMOE_QK_K / 8];
+    uint8_t qs[LMOE_QK_K / 2];
+};
+static_assert(sizeof(struct lmoe_block_q5_k) == 176, "q5_k block size");
+
+/* Q6_K: 16 groups of 16; signed 8-bit scales, 6-bit q (4 low + 2 high bits). */
+struct lmoe_block_q6_k {
+    uint8_t ql[LMOE_QK_K / 2];
+    uint8_t qh[LMOE_QK_K / 4];
+    int8_t scales[LMOE_QK_K / 16];
+    lmoe_f16 d;
+};
+static_assert(sizeof(struct lmoe_block_q6_k) == 210, "q6_k block size");
+
+/* Q8_K: activations for K-quant dot products; float scale, sums per 16. */
+struct lmoe_block_q8_k {
+    float d;
+    int8_t qs[LMOE_QK_K];
+    int16_t bsums[LMOE_QK_K / 16];
+};
+static_assert(sizeof(struct lmoe_block_q8_k) == 292, "q8_k block size");
+
+/* Turns n elements (a multiple of the block size) of one type into floats. */
+typedef void (*lmoe_dequantize_fn)(const void *src, float *dst, int64_t n);
+
+/* What the rest of the engine needs to know about a tensor type. */
+struct lmoe_dtype_traits {
+    const char *name;        /* as llama.cpp prints it: "q4_K", "bf16" */
+    int block_size;          /* elements per block (1 for float types) */
+    int type_size;           /* bytes per block */
+    lmoe_dequantize_fn dequantize; /* NULL: a type we can hold but not compute */
+};
+
+/* Traits of a type id, or NULL for an id we do not know. Constant table. */
+const struct lmoe_dtype_traits *lmoe_dtype_get(uint32_t type);
+
+/* Bytes taken by n elements of type, or -1 if n is not a whole number of
+ * blocks or the type is unknown. */
+int64_t lmoe_dtype_row_size(uint32_t type, int64_t n);
+
+/* Reference dot product of n elements of a row of `type` with floats x:
+ * dequantize block by block, then multiply-add in float order 0..n-1. */
+float lmoe_dot_ref(uint32_t type, const void *row, const float *x, int64_t n);
+
+/* Half and bfloat16 conversions (convert.c). Exact, round to nearest even. */
+float lmoe_f16_to_f32(lmoe_f16 h);
+lmoe_f16 lmoe_f32_to_f16(float f);
+float lmoe_bf16_to_f32(lmoe_bf16 h);
+lmoe_bf16 lmoe_f32_to_bf16(float f);
+
+#endif
