@@ -13,7 +13,7 @@ ifeq ($(CI),true)
 WARN    += -Werror
 endif
 CPPFLAGS := -D_GNU_SOURCE -Iinclude -Isrc
-LDLIBS  := -lm -lpthread
+LDLIBS  := -lpcre2-8 -lm -lpthread
 
 SHARED_DATA ?= $(abspath ../shared/data)
 B := build
@@ -44,7 +44,7 @@ $(B)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h)
 $(B)/san/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(WARN) -O1 -g $(SAN) $(call isa_flags,$<) \
-	  -DLMOE_DEBUG -DLMOE_TEST_DIR='"$(abspath tests)"' -DLMOE_SHARED_DIR='"$(SHARED_DATA)"' \
+	  -DLMOE_DEBUG -DLMOE_TEST_DIR='"$(abspath tests)"' -DLMOE_BUILD_DIR='"$(abspath $(B))"' -DLMOE_SHARED_DIR='"$(SHARED_DATA)"' \
 	  -c $< -o $@
 
 $(B)/liblmoe.a: $(LIB_OBJ)
@@ -74,7 +74,7 @@ fuzz:  ## build the libFuzzer targets and run each for FUZZ_SECONDS
 	done
 
 deps:  ## install build and test dependencies (Debian)
-	apt-get update && apt-get install -y --no-install-recommends build-essential clang
+	apt-get update && apt-get install -y --no-install-recommends build-essential clang libpcre2-dev
 
 format:  ## clang-format every C source in place
 	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) include/*.h src/*/*.h

@@ -106,6 +106,16 @@ static void json_str(FILE *f, const char *s) {
     }
 }
 
+/* "15.71 B", "1.2 MiB": a count with a unit prefix, for people. */
+static const char *human(char *buf, uint64_t v, int base, const char *unit) {
+    static const char *dec[] = {"", " K", " M", " B", " T"}, *bin[] = {" ", " Ki", " Mi", " Gi", " Ti"};
+    double x = (double)v;
+    int i = 0;
+    while (x >= base && i < 4) { x /= base; i++; }
+    snprintf(buf, 32, i ? "%.2f%s%s" : "%.0f%s%s", x, base == 1024 ? bin[i] : dec[i], unit);
+    return buf;
+}
+
 static int cmd_info(const struct args *a) {
     lmoe_engine *e = open_model(a);
     if (!e) return 1;
@@ -139,9 +149,10 @@ static int cmd_info(const struct args *a) {
     } else {
         printf("model         %s\n", a->model);
         printf("architecture  %s%s%s\n", mi.architecture, mi.name[0] ? "  name: " : "", mi.name);
-        printf("parameters    %.3f B total, %.3f B active per token\n", mi.params_total / 1e9,
-               mi.params_active / 1e9);
-        printf("weights       %.2f GiB in %d tensors:", mi.weight_bytes / 1073741824.0, mi.n_tensors);
+        char tot[32], act[32], bytes[32];
+        printf("parameters    %s total, %s active per token\n", human(tot, mi.params_total, 1000, ""),
+               human(act, mi.params_active, 1000, ""));
+        printf("weights       %s in %d tensors:", human(bytes, mi.weight_bytes, 1024, "B"), mi.n_tensors);
         for (int i = 0; i < nt; i++) printf(" %s x%d", names[i], counts[i]);
         printf("\nshape         %d layers, hidden %d, %d heads (%d kv), vocab %d, context %d\n", mi.n_layer,
                mi.n_embd, mi.n_head, mi.n_head_kv, mi.n_vocab, mi.context_length);

@@ -133,6 +133,34 @@ void lmoe_ctx_reset(lmoe_ctx *c);       /* forget every token */
 /* The message of the last failed call on c. Borrowed. */
 const char *lmoe_ctx_error(const lmoe_ctx *c);
 
+/* ---- Sampler ----------------------------------------------------------- */
+
+/* Chooses tokens from logits: penalties, then temperature, top-k, top-p,
+ * min-p and a seeded draw (the order of Hugging Face's generate()).
+ * temperature <= 0 is greedy. */
+typedef struct lmoe_sampler lmoe_sampler;
+
+struct lmoe_sampler_options {
+    float temperature;       /* 0 = greedy */
+    int top_k;               /* 0 = off */
+    float top_p;             /* 1 = off */
+    float min_p;             /* 0 = off; relative to the most likely token */
+    float repeat_penalty;    /* 1 = off; divides positive, multiplies negative logits */
+    int repeat_last_n;       /* how many recent tokens the penalties look at */
+    float presence_penalty;  /* 0 = off; subtracted once per seen token */
+    float frequency_penalty; /* 0 = off; subtracted per occurrence */
+    uint64_t seed;
+};
+#define LMOE_SAMPLER_DEFAULTS {0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 0.0f, 0.0f, 0}
+
+int lmoe_sampler_open(lmoe_sampler **out, const struct lmoe_sampler_options *opt, int n_vocab);
+void lmoe_sampler_close(lmoe_sampler *s);
+/* Picks a token; penalties modify logits in place. */
+int32_t lmoe_sampler_sample(lmoe_sampler *s, float *logits);
+/* Records a token (prompt or generated) for the penalties. */
+void lmoe_sampler_accept(lmoe_sampler *s, int32_t token);
+void lmoe_sampler_reset(lmoe_sampler *s);
+
 #ifdef __cplusplus
 }
 #endif

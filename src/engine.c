@@ -86,7 +86,13 @@ int lmoe_engine_info(const lmoe_engine *e, struct lmoe_model_info *o) {
     o->kv_lora_rank = hp->kv_lora_rank;
     o->q_lora_rank = hp->q_lora_rank;
     lmoe_model_count_params(&e->model, &o->params_total, &o->params_active);
-    for (uint64_t i = 0; i < e->gguf->n_tensors; i++) o->weight_bytes += e->gguf->tensors[i].nbytes;
+    /* The total counts every tensor in the file, MTP layers included. */
+    o->params_total = 0;
+    for (uint64_t i = 0; i < e->gguf->n_tensors; i++) {
+        const struct gguf_tensor *t = &e->gguf->tensors[i];
+        o->weight_bytes += t->nbytes;
+        o->params_total += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+    }
     o->n_tensors = (int)e->gguf->n_tensors;
     /* F16 cache: 2 bytes an element. MLA keeps latent + rope key per layer;
      * a plain cache keeps per-head keys and values. */

@@ -19,6 +19,7 @@ void test_kernels(void);
 void test_model(void);
 void test_cli(void);
 void test_tokenizer(void);
+void test_sampler(void);
 
 static const struct {
     const char *name;
@@ -29,6 +30,7 @@ static const struct {
     {"kernels", test_kernels}, /* fast paths against the scalar reference */
     {"model", test_model},     /* logits against transformers goldens */
     {"tokenizer", test_tokenizer}, /* BPE and SPM against reference ids */
+    {"sampler", test_sampler},     /* token choice */
     {"cli", test_cli},         /* the leanmoe program's interfaces */
 };
 

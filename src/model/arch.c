@@ -387,6 +387,11 @@ int lmoe_model_load(struct lmoe_model *m, const struct gguf_file *f, char *err, 
         (rc = key_u32(&l, "context_length", &hp->n_ctx_train, -1)) ||
         (rc = key_f32(&l, "attention.layer_norm_rms_epsilon", &hp->rms_eps, LMOE_DEFAULT_RMS_EPS)))
         return rc;
+    /* Multi-token-prediction layers sit after the main stack and are not
+     * part of the next-token forward pass: leave them out. */
+    int n_nextn = 0;
+    if ((rc = key_u32(&l, "nextn_predict_layers", &n_nextn, 0))) return rc;
+    if (n_nextn > 0 && n_nextn < hp->n_layer) hp->n_layer -= n_nextn;
     if (hp->n_layer <= 0 || hp->n_embd <= 0 || hp->n_head <= 0 || hp->n_ctx_train <= 0)
         return lmoe_errf(err, errlen, LMOE_ERR_FORMAT,
                          "model: block_count, embedding_length, head_count and "
@@ -425,8 +430,8 @@ static uint64_t numel(const struct lmoe_tensor *t) {
 }
 
 void lmoe_model_count_params(const struct lmoe_model *m, uint64_t *total, uint64_t *active) {
-    /* Every lmoe_tensor field of a layer, in declaration order, is a weight:
-     * walk them as an array so a new field is counted without edits here. */
+    /* Every weight of a layer but the routed experts counts for every token;
+     * of the routed experts, n_expert_used of n_expert do. */
     uint64_t all = numel(&m->tok_embd) + numel(&m->output_norm), act;
     if (m->output.data != m->tok_embd.data) all += numel(&m->output);
     act = all;
