@@ -65,12 +65,23 @@ test: $(B)/test_runner $(B)/leanmoe-san $(B)/leanmoe   ## run every suite under 
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(basename $(notdir $(wildcard tests/fuzz/fuzz_*.c)))
-fuzz:  ## build the libFuzzer targets and run each for FUZZ_SECONDS
-	@mkdir -p $(B)/fuzz
+# The library is instrumented object by object (ISA files keep their flags)
+# and linked from an archive, so a target pulls in only what it calls. UB is
+# fatal, as in make test; crash reproducers land in $(B)/fuzz/.
+FUZZ_FLAGS := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined
+$(B)/fuzz/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(call isa_flags,$<) -c $< -o $@
+$(B)/fuzz/liblmoe.a: $(LIB_SRC:%.c=$(B)/fuzz/obj/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(B)/fuzz/liblmoe.a
+	clang $(CPPFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(B)/fuzz/liblmoe.a $(LDLIBS)
+fuzz: $(FUZZ_TARGETS:%=$(B)/fuzz/%)  ## build the libFuzzer targets and run each for FUZZ_SECONDS
 	for t in $(FUZZ_TARGETS); do \
-	  clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $(B)/fuzz/$$t tests/fuzz/$$t.c $(LIB_SRC) -lm -lpthread || exit 1; \
 	  mkdir -p $(B)/fuzz/$$t.corpus; \
-	  $(B)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) $(B)/fuzz/$$t.corpus tests/fuzz/$${t#fuzz_}_seeds || exit 1; \
+	  $(B)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(B)/fuzz/$$t- \
+	    $(B)/fuzz/$$t.corpus tests/fuzz/$${t#fuzz_}_seeds || exit 1; \
 	done
 
 deps:  ## install build and test dependencies (Debian)

@@ -1,58 +1,103 @@
 /*
- * main.c - the leanmoe program: subcommand dispatch and the small commands.
+ * main.c - the leanmoe program: usage, option parsing, subcommand dispatch.
  *
- *   leanmoe info   -m MODEL [--json]
- *   leanmoe logits -m MODEL --ids 1,2,3 -o FILE [--decode] [-t N] [--kv f16|f32]
- *
- * Only the public header is used here: the CLI never reaches into engine
- * internals. Errors are one line on stderr and a nonzero exit.
+ * Subcommands live in cli/cmd_*.c and use only the public header. Errors
+ * are one line on stderr ("leanmoe: ...") and a nonzero exit.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "leanmoe.h"
+#include "cli.h"
+
+/* Where the built-in model is looked for, in order: $LEANMOE_MODEL, then
+ * models/ beside the directory holding the program (build/../models), then
+ * models/ in the working directory. */
+#define BUILTIN_MODEL "leanmoe-tiny.gguf"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: leanmoe <command> [options]\n"
             "\n"
             "commands:\n"
-            "  info   -m MODEL [--json]          what a model file holds\n"
-            "  logits -m MODEL --ids 1,2,3 -o FILE [--decode]\n"
-            "                                    write every position's logits as float32\n"
+            "  run      [-m MODEL] -p TEXT [-n N]     generate text (built-in model without -m)\n"
+            "  chat     [-m MODEL] [--system TEXT]    talk, in the model's chat format\n"
+            "  tokenize -m MODEL (-f FILE | TEXT) [--pieces]   token ids of the exact bytes\n"
+            "  info     [-m MODEL] [--json]           what a model file holds\n"
+            "  logits   [-m MODEL] --ids 1,2,3 -o FILE [--decode]\n"
+            "                                         every position's logits as float32 rows\n"
             "\n"
-            "common options:\n"
-            "  -m, --model FILE   GGUF model file\n"
-            "  -t, --threads N    worker threads (default: physical cores)\n"
-            "  --kv f16|f32       KV cache precision (default f16)\n"
-            "  -h, --help         this text\n");
+            "options:\n"
+            "  -m, --model FILE      GGUF model file\n"
+            "  -p, --prompt TEXT     prompt (run); -f FILE reads it from a file\n"
+            "  -n, --n-predict N     tokens to generate (default 128; -1: until end or context full)\n"
+            "  --temp T              temperature (default 0.8; 0 = greedy)\n"
+            "  --top-k K, --top-p P, --min-p P   filters (defaults 40, 0.95, 0.05; 0/1/0 = off)\n"
+            "  --repeat-penalty X, --repeat-last-n N, --presence-penalty X, --frequency-penalty X\n"
+            "  --seed S              make sampling repeatable (default: from the clock, printed)\n"
+            "  --stop TEXT           stop when TEXT is generated (repeatable, up to %d)\n"
+            "  --ignore-eos          keep going past end-of-sequence tokens\n"
+            "  -c, --ctx N           context size in tokens (default: model's, at most 4096)\n"
+            "  -t, --threads N       worker threads (default: physical cores)\n"
+            "  --kv f16|f32          KV cache precision (default f16)\n"
+            "  -h, --help            this text\n",
+            CLI_MAX_STOP);
 }
 
-struct args {
-    const char *model, *ids, *out;
-    int json, decode, threads, kv_type;
-};
+static int parse_num(const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || *end || end == s || errno || v < lo || v > hi) {
+        fprintf(stderr, "leanmoe: %s needs a number from %g to %g, got '%s'\n", opt, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
 
-static int parse_args(int argc, char **argv, struct args *a) {
+int cli_parse_args(int argc, char **argv, struct args *a) {
     memset(a, 0, sizeof(*a));
+    struct lmoe_sampler_options def = LMOE_SAMPLER_DEFAULTS;
+    a->sampling = def;
     a->kv_type = LMOE_KV_F16;
+    a->n_predict = 128;
     for (int i = 2; i < argc; i++) {
-        const char *s = argv[i];
-        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
+        const char *s = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+        double v = 0;
+        int takes = 1, bad = 0;
         if (!strcmp(s, "-m") || !strcmp(s, "--model")) a->model = next;
         else if (!strcmp(s, "--ids")) a->ids = next;
         else if (!strcmp(s, "-o") || !strcmp(s, "--output")) a->out = next;
-        else if (!strcmp(s, "-t") || !strcmp(s, "--threads")) {
-            char *end;
-            long v = next ? strtol(next, &end, 10) : 0;
-            if (!next || *end || v < 1 || v > 1024) {
-                fprintf(stderr, "leanmoe: --threads needs a number from 1 to 1024\n");
+        else if (!strcmp(s, "-p") || !strcmp(s, "--prompt")) a->prompt = next;
+        else if (!strcmp(s, "-f") || !strcmp(s, "--file")) a->prompt_file = next;
+        else if (!strcmp(s, "--system")) a->system = next;
+        else if (!strcmp(s, "-t") || !strcmp(s, "--threads")) { bad = parse_num(s, next, 1, 1024, &v); a->threads = (int)v; }
+        else if (!strcmp(s, "-n") || !strcmp(s, "--n-predict")) { bad = parse_num(s, next, -1, 1e9, &v); a->n_predict = (int)v; }
+        else if (!strcmp(s, "-c") || !strcmp(s, "--ctx")) { bad = parse_num(s, next, 1, 1 << 24, &v); a->n_ctx = (int)v; }
+        else if (!strcmp(s, "--temp")) { bad = parse_num(s, next, 0, 100, &v); a->sampling.temperature = (float)v; }
+        else if (!strcmp(s, "--top-k")) { bad = parse_num(s, next, 0, 1e9, &v); a->sampling.top_k = (int)v; }
+        else if (!strcmp(s, "--top-p")) { bad = parse_num(s, next, 0, 1, &v); a->sampling.top_p = (float)v; }
+        else if (!strcmp(s, "--min-p")) { bad = parse_num(s, next, 0, 1, &v); a->sampling.min_p = (float)v; }
+        else if (!strcmp(s, "--repeat-penalty")) { bad = parse_num(s, next, 0.01, 100, &v); a->sampling.repeat_penalty = (float)v; }
+        else if (!strcmp(s, "--repeat-last-n")) { bad = parse_num(s, next, 0, 1 << 20, &v); a->sampling.repeat_last_n = (int)v; }
+        else if (!strcmp(s, "--presence-penalty")) { bad = parse_num(s, next, -10, 10, &v); a->sampling.presence_penalty = (float)v; }
+        else if (!strcmp(s, "--frequency-penalty")) { bad = parse_num(s, next, -10, 10, &v); a->sampling.frequency_penalty = (float)v; }
+        else if (!strcmp(s, "--seed")) { bad = parse_num(s, next, 0, 1.8e19, &v); a->sampling.seed = (uint64_t)v; a->seed_set = 1; }
+        else if (!strcmp(s, "--stop")) {
+            if (a->n_stop == CLI_MAX_STOP) {
+                fprintf(stderr, "leanmoe: at most %d --stop strings\n", CLI_MAX_STOP);
                 return -1;
             }
-            a->threads = (int)v;
+            if (next && !*next) {
+                fprintf(stderr, "leanmoe: --stop needs a non-empty string\n");
+                return -1;
+            }
+            a->stop[a->n_stop++] = next;
         } else if (!strcmp(s, "--kv")) {
             if (next && !strcmp(next, "f16")) a->kv_type = LMOE_KV_F16;
             else if (next && !strcmp(next, "f32")) a->kv_type = LMOE_KV_F32;
@@ -64,12 +109,19 @@ static int parse_args(int argc, char **argv, struct args *a) {
             takes = 0;
             if (!strcmp(s, "--json")) a->json = 1;
             else if (!strcmp(s, "--decode")) a->decode = 1;
-            else if (!strcmp(s, "-h") || !strcmp(s, "--help")) { usage(stdout); exit(0); }
-            else {
+            else if (!strcmp(s, "--pieces")) a->pieces = 1;
+            else if (!strcmp(s, "--ignore-eos")) a->ignore_eos = 1;
+            else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+                usage(stdout);
+                exit(0);
+            } else if (s[0] != '-' && !a->text) {
+                a->text = s; /* positional text, for tokenize */
+            } else {
                 fprintf(stderr, "leanmoe: unknown option '%s' (see leanmoe --help)\n", s);
                 return -1;
             }
         }
+        if (bad) return -1;
         if (takes) {
             if (!next) {
                 fprintf(stderr, "leanmoe: option '%s' needs a value\n", s);
@@ -78,183 +130,85 @@ static int parse_args(int argc, char **argv, struct args *a) {
             i++;
         }
     }
+    if (!a->seed_set) a->sampling.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
     return 0;
 }
 
-static lmoe_engine *open_model(const struct args *a) {
-    if (!a->model) {
-        fprintf(stderr, "leanmoe: no model given (-m FILE)\n");
-        return NULL;
+static int file_exists(const char *p) { return access(p, R_OK) == 0; }
+
+/* Finds the built-in model; fills path or returns -1. */
+static int builtin_path(char *path, size_t len) {
+    const char *env = getenv("LEANMOE_MODEL");
+    if (env && *env) {
+        snprintf(path, len, "%s", env);
+        return 0;
     }
-    struct lmoe_engine_options opt = {.n_threads = a->threads};
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(path, len, "%s/../models/" BUILTIN_MODEL, exe);
+            if (file_exists(path)) return 0;
+        }
+    }
+    snprintf(path, len, "models/" BUILTIN_MODEL);
+    return file_exists(path) ? 0 : -1;
+}
+
+lmoe_engine *cli_open_model(const struct args *a, int allow_builtin, int vocab_only) {
+    char path[PATH_MAX + 64];
+    const char *model = a->model;
+    if (!model) {
+        if (!allow_builtin) {
+            fprintf(stderr, "leanmoe: no model given (-m FILE)\n");
+            return NULL;
+        }
+        if (builtin_path(path, sizeof path)) {
+            fprintf(stderr, "leanmoe: no -m given and the built-in model models/" BUILTIN_MODEL
+                            " was not found (set LEANMOE_MODEL)\n");
+            return NULL;
+        }
+        model = path;
+    }
+    struct lmoe_engine_options opt = {.n_threads = a->threads, .vocab_only = vocab_only};
     lmoe_engine *e;
-    char err[512];
-    if (lmoe_engine_open(&e, a->model, &opt, err, sizeof err)) {
+    char err[768];
+    if (lmoe_engine_open(&e, model, &opt, err, sizeof err)) {
         fprintf(stderr, "leanmoe: %s\n", err);
         return NULL;
     }
     return e;
 }
 
-/* Prints s as a JSON string body (quotes not included). */
-static void json_str(FILE *f, const char *s) {
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-}
-
-/* "15.71 B", "1.2 MiB": a count with a unit prefix, for people. */
-static const char *human(char *buf, uint64_t v, int base, const char *unit) {
-    static const char *dec[] = {"", " K", " M", " B", " T"}, *bin[] = {" ", " Ki", " Mi", " Gi", " Ti"};
-    double x = (double)v;
-    int i = 0;
-    while (x >= base && i < 4) { x /= base; i++; }
-    snprintf(buf, 32, i ? "%.2f%s%s" : "%.0f%s%s", x, base == 1024 ? bin[i] : dec[i], unit);
-    return buf;
-}
-
-static int cmd_info(const struct args *a) {
-    lmoe_engine *e = open_model(a);
-    if (!e) return 1;
-    struct lmoe_model_info mi;
-    lmoe_engine_info(e, &mi);
-    const char *names[64];
-    int counts[64];
-    int nt = lmoe_engine_tensor_types(e, names, counts, 64);
-    if (nt > 64) nt = 64;
-    double saving = mi.kv_bytes_per_token_full
-                        ? 100.0 * (1.0 - (double)mi.kv_bytes_per_token / (double)mi.kv_bytes_per_token_full)
-                        : 0.0;
-    if (a->json) {
-        printf("{\"architecture\": \"");
-        json_str(stdout, mi.architecture);
-        printf("\", \"name\": \"");
-        json_str(stdout, mi.name);
-        printf("\", \"params_total\": %llu, \"params_active\": %llu, \"context_length\": %d, "
-               "\"n_layer\": %d, \"n_embd\": %d, \"n_vocab\": %d, \"n_head\": %d, \"n_head_kv\": %d, "
-               "\"n_expert\": %d, \"n_expert_used\": %d, \"n_expert_shared\": %d, "
-               "\"kv_lora_rank\": %d, \"q_lora_rank\": %d, \"weight_bytes\": %llu, \"n_tensors\": %d, "
-               "\"kv_bytes_per_token\": %llu, \"kv_bytes_per_token_full\": %llu, \"kv_saving_pct\": %.2f, "
-               "\"tensor_types\": {",
-               (unsigned long long)mi.params_total, (unsigned long long)mi.params_active, mi.context_length,
-               mi.n_layer, mi.n_embd, mi.n_vocab, mi.n_head, mi.n_head_kv, mi.n_expert, mi.n_expert_used,
-               mi.n_expert_shared, mi.kv_lora_rank, mi.q_lora_rank, (unsigned long long)mi.weight_bytes,
-               mi.n_tensors, (unsigned long long)mi.kv_bytes_per_token,
-               (unsigned long long)mi.kv_bytes_per_token_full, saving);
-        for (int i = 0; i < nt; i++) printf("%s\"%s\": %d", i ? ", " : "", names[i], counts[i]);
-        printf("}}\n");
-    } else {
-        printf("model         %s\n", a->model);
-        printf("architecture  %s%s%s\n", mi.architecture, mi.name[0] ? "  name: " : "", mi.name);
-        char tot[32], act[32], bytes[32];
-        printf("parameters    %s total, %s active per token\n", human(tot, mi.params_total, 1000, ""),
-               human(act, mi.params_active, 1000, ""));
-        printf("weights       %s in %d tensors:", human(bytes, mi.weight_bytes, 1024, "B"), mi.n_tensors);
-        for (int i = 0; i < nt; i++) printf(" %s x%d", names[i], counts[i]);
-        printf("\nshape         %d layers, hidden %d, %d heads (%d kv), vocab %d, context %d\n", mi.n_layer,
-               mi.n_embd, mi.n_head, mi.n_head_kv, mi.n_vocab, mi.context_length);
-        if (mi.n_expert)
-            printf("experts       %d routed, %d used per token, %d shared, %d leading dense layers\n",
-                   mi.n_expert, mi.n_expert_used, mi.n_expert_shared, mi.n_layer_dense_lead);
-        if (mi.kv_lora_rank)
-            printf("attention     multi-head latent: kv_lora_rank %d, q_lora_rank %d\n", mi.kv_lora_rank,
-                   mi.q_lora_rank);
-        printf("kv cache      %llu bytes/token (f16); a plain per-head cache needs %llu: %.1f%% saved\n",
-               (unsigned long long)mi.kv_bytes_per_token, (unsigned long long)mi.kv_bytes_per_token_full,
-               saving);
-        printf("metadata\n");
-        int nm = lmoe_engine_meta(e, -1, NULL, NULL, 0);
-        for (int i = 0; i < nm; i++) {
-            const char *key;
-            char val[400];
-            if (lmoe_engine_meta(e, i, &key, val, sizeof val) == 0) printf("  %-44s %s\n", key, val);
-        }
-    }
-    lmoe_engine_close(e);
-    return 0;
-}
-
-/* Parses "1,2,3" into a malloc'd array. */
-static int32_t *parse_ids(const char *s, int *n) {
-    int cap = 16, cnt = 0;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
-    while (ids && *s) {
-        char *end;
-        errno = 0;
-        long v = strtol(s, &end, 10);
-        if (end == s || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
-            fprintf(stderr, "leanmoe: --ids must be comma-separated token ids, got '%s'\n", s);
-            free(ids);
-            return NULL;
-        }
-        if (cnt == cap) {
-            int32_t *bigger = realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
-            if (!bigger) { free(ids); return NULL; }
-            ids = bigger;
-        }
-        ids[cnt++] = (int32_t)v;
-        s = *end ? end + 1 : end;
-    }
-    if (ids && cnt == 0) {
-        fprintf(stderr, "leanmoe: --ids is empty\n");
-        free(ids);
+char *cli_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "leanmoe: cannot read '%s': %s\n", path, strerror(errno));
         return NULL;
     }
-    *n = cnt;
-    return ids;
-}
-
-static int cmd_logits(const struct args *a) {
-    if (!a->ids || !a->out) {
-        fprintf(stderr, "leanmoe: logits needs --ids 1,2,3 and -o FILE\n");
-        return 1;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t k; buf && (k = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += k;
+        if (n + 1 == cap) {
+            char *bigger = realloc(buf, cap *= 2);
+            if (!bigger) { free(buf); buf = NULL; }
+            buf = bigger;
+        }
     }
-    int n;
-    int32_t *ids = parse_ids(a->ids, &n);
-    if (!ids) return 1;
-    lmoe_engine *e = open_model(a);
-    if (!e) { free(ids); return 1; }
-    int rc = 1, n_vocab = lmoe_engine_n_vocab(e);
-    lmoe_ctx *c = NULL;
-    float *logits = malloc(sizeof(float) * (size_t)n * (size_t)n_vocab);
-    struct lmoe_ctx_options copt = {.n_ctx = n, .kv_type = a->kv_type};
-    FILE *f = NULL;
-    if (!logits || lmoe_ctx_open(&c, e, &copt)) {
-        fprintf(stderr, "leanmoe: out of memory for %d positions\n", n);
-        goto done;
+    int failed = ferror(f);
+    fclose(f);
+    if (!buf || failed) {
+        fprintf(stderr, "leanmoe: reading '%s' failed\n", path);
+        free(buf);
+        return NULL;
     }
-    /* The prompt path runs all ids as one batch; --decode feeds them one at
-     * a time through the decode path, as generation does. */
-    int err = 0;
-    if (a->decode)
-        for (int i = 0; i < n && !err; i++) err = lmoe_ctx_eval(c, ids + i, 1, logits + (size_t)i * n_vocab, 0);
-    else
-        err = lmoe_ctx_eval(c, ids, n, logits, 1);
-    if (err) {
-        fprintf(stderr, "leanmoe: %s\n", lmoe_ctx_error(c));
-        goto done;
-    }
-    if (!(f = fopen(a->out, "wb"))) {
-        fprintf(stderr, "leanmoe: cannot write '%s': %s\n", a->out, strerror(errno));
-        goto done;
-    }
-    if (fwrite(logits, sizeof(float) * (size_t)n_vocab, (size_t)n, f) != (size_t)n || fclose(f)) {
-        f = NULL;
-        fprintf(stderr, "leanmoe: writing '%s' failed\n", a->out);
-        goto done;
-    }
-    f = NULL;
-    rc = 0;
-done:
-    if (f) fclose(f);
-    lmoe_ctx_close(c);
-    lmoe_engine_close(e);
-    free(logits);
-    free(ids);
-    return rc;
+    buf[n] = 0;
+    *len = n;
+    return buf;
 }
 
 int main(int argc, char **argv) {
@@ -262,10 +216,16 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;
     }
-    struct args a;
-    if (parse_args(argc, argv, &a)) return 1;
-    if (!strcmp(argv[1], "info")) return cmd_info(&a);
-    if (!strcmp(argv[1], "logits")) return cmd_logits(&a);
+    static const struct { const char *name; int (*fn)(const struct args *); } cmds[] = {
+        {"run", cmd_run}, {"chat", cmd_chat}, {"tokenize", cmd_tokenize},
+        {"info", cmd_info}, {"logits", cmd_logits},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(argv[1], cmds[i].name)) continue;
+        struct args a;
+        if (cli_parse_args(argc, argv, &a)) return 1;
+        return cmds[i].fn(&a);
+    }
     fprintf(stderr, "leanmoe: unknown command '%s' (see leanmoe --help)\n", argv[1]);
     return 1;
 }

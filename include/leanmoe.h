@@ -60,7 +60,8 @@ const char *lmoe_strerror(int code);
 typedef struct lmoe_engine lmoe_engine;
 
 struct lmoe_engine_options {
-    int n_threads; /* worker threads; 0 = the number of physical cores */
+    int n_threads;  /* worker threads; 0 = the number of physical cores */
+    int vocab_only; /* 1: read only the vocabulary (tokenize needs no weights) */
 };
 #define LMOE_DEFAULT_N_THREADS 0
 
@@ -127,11 +128,64 @@ int lmoe_ctx_eval(lmoe_ctx *c, const int32_t *tokens, int n, float *logits,
                   int all_rows);
 
 int lmoe_ctx_n_past(const lmoe_ctx *c); /* tokens in the cache */
+/* Forgets every token from position n on (n <= n_past), so a timeline can
+ * be rewound to a shared prefix and continued differently. */
+int lmoe_ctx_truncate(lmoe_ctx *c, int n);
 int lmoe_ctx_n_ctx(const lmoe_ctx *c);  /* its capacity */
 void lmoe_ctx_reset(lmoe_ctx *c);       /* forget every token */
 
 /* The message of the last failed call on c. Borrowed. */
 const char *lmoe_ctx_error(const lmoe_ctx *c);
+
+/* ---- Tokenizer and chat ------------------------------------------------ */
+
+/* Text to token ids with the model's own vocabulary (byte-level BPE or
+ * SentencePiece, from the file's tokenizer.ggml.* keys). add_bos prepends
+ * BOS when the model wants one (lmoe_token_bos >= 0 and the file's
+ * add_bos_token); parse_special turns the text of control tokens such as
+ * "<|im_end|>" into those tokens. *ids is owned: free with free(). Invalid
+ * UTF-8 is LMOE_ERR_ARG; a file without a vocabulary LMOE_ERR_UNSUPPORTED.
+ * The message of a failure goes to err. */
+int lmoe_tokenize(const lmoe_engine *e, const char *text, size_t len, int add_bos,
+                  int parse_special, int32_t **ids, int *n, char *err, size_t errlen);
+
+/* The bytes a token stands for, written to buf (at most buflen); returns the
+ * full count like snprintf, or a negative code for an id out of range. The
+ * bytes may end inside a UTF-8 character: stream output through
+ * lmoe_text_stream so only whole characters are printed. */
+int lmoe_token_bytes(const lmoe_engine *e, int32_t id, char *buf, size_t buflen);
+/* The token's stored piece (for `tokenize --pieces`). Borrowed. */
+const char *lmoe_token_piece(const lmoe_engine *e, int32_t id);
+int32_t lmoe_token_bos(const lmoe_engine *e); /* -1 if none */
+int32_t lmoe_token_eos(const lmoe_engine *e);
+int32_t lmoe_token_eot(const lmoe_engine *e); /* end of turn, -1 if none */
+int lmoe_token_is_control(const lmoe_engine *e, int32_t id);
+/* True for tokens that end a generation: EOS and end-of-turn. */
+int lmoe_token_is_eog(const lmoe_engine *e, int32_t id);
+
+/* Streams token bytes as whole UTF-8 characters: push returns how many
+ * bytes of out to print (out needs 3 * (n + 4) bytes); flush ends the
+ * stream, turning a dangling partial character into U+FFFD. */
+typedef struct lmoe_text_stream { unsigned char pend[4]; int n_pend; } lmoe_text_stream;
+size_t lmoe_text_stream_push(lmoe_text_stream *s, const char *in, size_t n, char *out);
+size_t lmoe_text_stream_flush(lmoe_text_stream *s, char *out);
+
+/* One chat message; role is "system", "user" or "assistant". */
+struct lmoe_chat_msg {
+    const char *role;
+    const char *content;
+};
+
+/* The chat format the model was trained with, recognised from the file's
+ * tokenizer.chat_template or its architecture: "deepseek2", "deepseek3",
+ * "chatml", "llama3", "mistral" or "plain". Static string. */
+const char *lmoe_chat_format(const lmoe_engine *e);
+
+/* Renders a conversation as prompt text, BOS included where the format has
+ * it, ending with the assistant header when add_assistant is set. Encode it
+ * with add_bos = 0 and parse_special = 1. Owned: free with free(). */
+char *lmoe_chat_render(const lmoe_engine *e, const struct lmoe_chat_msg *msgs, int n,
+                       int add_assistant);
 
 /* ---- Sampler ----------------------------------------------------------- */
 

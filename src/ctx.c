@@ -54,6 +54,7 @@ static void free_scratch(struct lmoe_scratch *s) {
 int lmoe_ctx_open(lmoe_ctx **out, lmoe_engine *e, const struct lmoe_ctx_options *opt) {
     *out = NULL;
     const struct lmoe_hparams *hp = &e->model.hp;
+    if (e->vocab_only) return LMOE_ERR_ARG; /* no weights to run */
     struct lmoe_ctx *c = calloc(1, sizeof(*c));
     if (!c) return LMOE_ERR_NOMEM;
     c->e = e;
@@ -95,6 +96,12 @@ void lmoe_ctx_close(lmoe_ctx *c) {
 int lmoe_ctx_n_past(const lmoe_ctx *c) { return c->n_past; }
 int lmoe_ctx_n_ctx(const lmoe_ctx *c) { return c->n_ctx; }
 void lmoe_ctx_reset(lmoe_ctx *c) { c->n_past = 0; }
+
+int lmoe_ctx_truncate(lmoe_ctx *c, int n) {
+    if (n < 0 || n > c->n_past) return LMOE_ERR_ARG;
+    c->n_past = n; /* later rows are overwritten as new tokens arrive */
+    return 0;
+}
 const char *lmoe_ctx_error(const lmoe_ctx *c) { return c->err; }
 
 int lmoe_ctx_eval(lmoe_ctx *c, const int32_t *tokens, int n, float *logits, int all_rows) {

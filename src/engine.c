@@ -9,7 +9,9 @@
 
 #include "engine.h"
 #include "error.h"
+#include "chat.h"
 #include "quant/quant.h"
+#include "tokenizer.h"
 
 /* The widest row any matmul decodes: every weight's ne[0]. */
 static int max_cols(const struct gguf_file *f) {
@@ -17,6 +19,23 @@ static int max_cols(const struct gguf_file *f) {
     for (uint64_t i = 0; i < f->n_tensors; i++)
         if (f->tensors[i].ne[0] > mx) mx = f->tensors[i].ne[0];
     return (int)mx;
+}
+
+/* The vocabulary and chat format, when the file has them. A bad or
+ * unsupported vocabulary does not stop the weights from loading: it is
+ * reported when text is first needed. */
+static void open_text(struct lmoe_engine *e) {
+    struct gguf_str arch = {"", 0}, tmpl = {NULL, 0};
+    gguf_get_str(e->gguf, "general.architecture", &arch, NULL, 0);
+    gguf_get_str(e->gguf, "tokenizer.chat_template", &tmpl, NULL, 0);
+    char arch_name[32];
+    snprintf(arch_name, sizeof arch_name, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
+    e->chat_format = lmoe_chat_detect(tmpl.ptr, tmpl.len, arch_name);
+    if (!gguf_find_kv(e->gguf, "tokenizer.ggml.model")) {
+        snprintf(e->tok_err, sizeof e->tok_err, "the model file has no vocabulary (tokenizer.ggml.model)");
+        return;
+    }
+    if (lmoe_tokenizer_open(&e->tok, e->gguf, e->tok_err, sizeof e->tok_err)) e->tok = NULL;
 }
 
 int lmoe_engine_open(lmoe_engine **out, const char *path, const struct lmoe_engine_options *opt,
@@ -27,7 +46,22 @@ int lmoe_engine_open(lmoe_engine **out, const char *path, const struct lmoe_engi
     pthread_mutex_init(&e->step_lock, NULL);
     int rc = gguf_open(&e->gguf, path, err, errlen);
     if (rc) goto fail;
+    open_text(e);
+    if (opt && opt->vocab_only) {
+        if (!e->tok) {
+            rc = lmoe_errf(err, errlen, LMOE_ERR_UNSUPPORTED, "%s: %s", path, e->tok_err);
+            goto fail;
+        }
+        e->vocab_only = 1;
+        *out = e;
+        return 0;
+    }
     char sub[400];
+    if (e->gguf->n_tensors == 0) {
+        rc = lmoe_errf(err, errlen, LMOE_ERR_FORMAT,
+                       "%s: the file has no tensors (a vocabulary-only file?); it cannot generate", path);
+        goto fail;
+    }
     if ((rc = lmoe_model_load(&e->model, e->gguf, sub, sizeof sub))) {
         lmoe_errf(err, errlen, rc, "%s: %s", path, sub);
         goto fail;
@@ -60,6 +94,7 @@ void lmoe_engine_close(lmoe_engine *e) {
     free(e->compute.row_scratch);
     free(e->rope_freqs);
     lmoe_model_free(&e->model);
+    lmoe_tokenizer_close(e->tok);
     gguf_close(e->gguf);
     pthread_mutex_destroy(&e->step_lock);
     free(e);

@@ -17,6 +17,10 @@ struct lmoe_engine {
     struct lmoe_compute compute;
     float *rope_freqs; /* n_rot/2 */
     char name[128];    /* general.name, for display */
+    struct lmoe_tokenizer *tok; /* NULL when the file has no vocabulary */
+    int chat_format;            /* enum lmoe_chat_format */
+    int vocab_only;
+    char tok_err[256];          /* why tok is NULL */
     /* One forward step at a time: the pool and row scratch are shared by
      * every context of the engine. */
     pthread_mutex_t step_lock;

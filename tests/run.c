@@ -20,6 +20,7 @@ void test_model(void);
 void test_cli(void);
 void test_tokenizer(void);
 void test_sampler(void);
+void test_chat(void);
 
 static const struct {
     const char *name;
@@ -31,6 +32,7 @@ static const struct {
     {"model", test_model},     /* logits against transformers goldens */
     {"tokenizer", test_tokenizer}, /* BPE and SPM against reference ids */
     {"sampler", test_sampler},     /* token choice */
+    {"chat", test_chat},           /* chat formats against jinja2 renders */
     {"cli", test_cli},         /* the leanmoe program's interfaces */
 };
 

@@ -81,6 +81,16 @@ static char *str_dup(struct gguf_str s) {
     return p;
 }
 
+/* Keys and tensor names are printed in error lines and compared with
+ * strcmp: refuse empty or overlong ones, and any with a NUL or another
+ * control byte, which would cut a name short or break the line. */
+static int name_ok(struct gguf_str s) {
+    if (s.len == 0 || s.len > GGUF_MAX_NAME) return 0;
+    for (uint64_t i = 0; i < s.len; i++)
+        if ((unsigned char)s.ptr[i] < 0x20 || s.ptr[i] == 0x7f) return 0;
+    return 1;
+}
+
 static size_t scalar_size(uint32_t type) {
     switch (type) {
     case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
@@ -127,6 +137,10 @@ static int skip_array(struct cursor *c, uint32_t elem_type, uint64_t n,
         return lmoe_errf(c->err, c->errlen, LMOE_ERR_FORMAT,
                          "gguf: key '%s': arrays nested deeper than %d", key,
                          GGUF_MAX_NESTING);
+    if (elem_type >= GGUF_TYPE_COUNT)
+        return lmoe_errf(c->err, c->errlen, LMOE_ERR_FORMAT,
+                         "gguf: key '%s': unknown array element type %u", key,
+                         elem_type);
     size_t esz = scalar_size(elem_type);
     if (esz) {
         if (n > (c->size - c->pos) / esz)
@@ -151,10 +165,6 @@ static int skip_array(struct cursor *c, uint32_t elem_type, uint64_t n,
             if (!rc) rc = cur_u64(c, &m, "nested array count");
             if (!rc) rc = skip_array(c, t, m, depth + 1, NULL, key);
             if (rc) return rc;
-        } else {
-            return lmoe_errf(c->err, c->errlen, LMOE_ERR_FORMAT,
-                             "gguf: key '%s': unknown array element type %u",
-                             key, elem_type);
         }
     }
     return 0;
@@ -164,9 +174,10 @@ static int parse_kv(struct cursor *c, struct gguf_kv *kv) {
     struct gguf_str key;
     int rc = cur_str(c, &key, "metadata key");
     if (rc) return rc;
-    if (key.len == 0 || key.len > GGUF_MAX_NAME)
+    if (!name_ok(key))
         return lmoe_errf(c->err, c->errlen, LMOE_ERR_FORMAT,
-                         "gguf: metadata key at offset %zu has length %" PRIu64,
+                         "gguf: metadata key before offset %zu (length %" PRIu64
+                         ") is empty, too long or has control characters",
                          c->pos, key.len);
     if (!(kv->key = str_dup(key)))
         return lmoe_errf(c->err, c->errlen, LMOE_ERR_NOMEM, "gguf: out of memory");
@@ -209,9 +220,10 @@ static int parse_tensor_info(struct cursor *c, struct gguf_tensor *t) {
     struct gguf_str name;
     int rc = cur_str(c, &name, "tensor name");
     if (rc) return rc;
-    if (name.len == 0 || name.len > GGUF_MAX_NAME)
+    if (!name_ok(name))
         return lmoe_errf(c->err, c->errlen, LMOE_ERR_FORMAT,
-                         "gguf: tensor name at offset %zu has length %" PRIu64,
+                         "gguf: tensor name before offset %zu (length %" PRIu64
+                         ") is empty, too long or has control characters",
                          c->pos, name.len);
     if (!(t->name = str_dup(name)))
         return lmoe_errf(c->err, c->errlen, LMOE_ERR_NOMEM, "gguf: out of memory");
@@ -272,11 +284,16 @@ void gguf_close(struct gguf_file *f) {
 }
 
 /* Tensors may appear in any order; checks that none overlap by sorting
- * their extents. Returns the index pair of an overlap via *a, *b. */
+ * their extents, and that no name appears twice by sorting the names. */
 static int cmp_extent(const void *x, const void *y) {
     const struct gguf_tensor *const *p = x, *const *q = y;
     if ((*p)->offset != (*q)->offset) return (*p)->offset < (*q)->offset ? -1 : 1;
     return 0;
+}
+
+static int cmp_name(const void *x, const void *y) {
+    const struct gguf_tensor *const *p = x, *const *q = y;
+    return strcmp((*p)->name, (*q)->name);
 }
 
 static int check_tensors(struct gguf_file *f, char *err, size_t errlen) {
@@ -307,12 +324,12 @@ static int check_tensors(struct gguf_file *f, char *err, size_t errlen) {
                            "gguf: tensors '%s' and '%s' overlap in the file",
                            order[i - 1]->name, order[i]->name);
     /* Equal names would make lookups ambiguous; sort names to find them. */
+    if (!rc) qsort(order, f->n_tensors, sizeof(*order), cmp_name);
+    for (uint64_t i = 1; i < f->n_tensors && !rc; i++)
+        if (!strcmp(order[i - 1]->name, order[i]->name))
+            rc = lmoe_errf(err, errlen, LMOE_ERR_FORMAT,
+                           "gguf: tensor '%s' appears twice", order[i]->name);
     free(order);
-    for (uint64_t i = 0; i < f->n_tensors && !rc; i++)
-        for (uint64_t j = i + 1; j < f->n_tensors && !rc && f->n_tensors <= 4096; j++)
-            if (!strcmp(f->tensors[i].name, f->tensors[j].name))
-                rc = lmoe_errf(err, errlen, LMOE_ERR_FORMAT,
-                               "gguf: tensor '%s' appears twice", f->tensors[i].name);
     return rc;
 }
 

@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "quant/quant.h"
+
 struct lmoe_kernels {
     const char *name;
     /* sum_i a[i] * b[i] over n floats */
@@ -24,13 +26,44 @@ struct lmoe_kernels {
     void (*f32_to_f16)(uint16_t *dst, const float *src, int n);
     /* dst[0..n) = the n elements of a row of `type` (enum lmoe_dtype) */
     void (*dequantize_row)(uint32_t type, const void *row, float *dst, int n);
+
+    /*
+     * Integer matrix-vector products (the contract is in quant.h, "Integer
+     * dot products"). A weight row of type w is multiplied by an activation
+     * row quantized once per matmul call to lmoe_vec_dot_act_type(w):
+     *
+     *   quantize_act(LMOE_DTYPE_Q8_0 or _Q8_K, x[n], dst, n)
+     *   y = vec_dot[w](n, w_row, dst)
+     *
+     * vec_dot is indexed by weight type; a NULL entry is a type without a
+     * dot product (op_matmul then decodes rows to floats). F32, F16 and BF16
+     * entries take the f32 activations as they are. quantize_act writes
+     * bit-identical codes on every ISA; vec_dot results differ between ISAs
+     * only in the order per-block float terms are summed.
+     */
+    void (*quantize_act)(uint32_t act_type, const float *x, void *dst, int n);
+    lmoe_vec_dot_fn vec_dot[LMOE_DTYPE_COUNT];
+    /* 1: op_matmul quantizes activations and calls vec_dot (the fast
+     * route). 0: it decodes each weight row with dequantize_row and calls
+     * dot_f32, the reference route the model goldens were made against. */
+    int quantized_matmul;
 };
 
 /* The scalar reference table. */
 extern const struct lmoe_kernels lmoe_kernels_ref;
 
+/* The AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, DQ) tables, built on x86-64
+ * only; use them only when lmoe_kernels_have() says the CPU can. */
+extern const struct lmoe_kernels lmoe_kernels_avx2;
+extern const struct lmoe_kernels lmoe_kernels_avx512;
+
+/* The table named "ref", "avx2" or "avx512" if this build has it and this
+ * CPU can run it, else NULL. */
+const struct lmoe_kernels *lmoe_kernels_have(const char *name);
+
 /* The table for this CPU: the best ISA it supports, unless the environment
- * variable LMOE_ISA names another ("ref"). Constant; safe to share. */
+ * variable LMOE_ISA names another (ref, avx2, avx512); a named ISA the CPU
+ * lacks gives the best available. Constant; safe to share. */
 const struct lmoe_kernels *lmoe_kernels_pick(void);
 
 #endif

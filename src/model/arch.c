@@ -184,15 +184,16 @@ static int load_gqa_family(struct loader *l, struct lmoe_model *m) {
     hp->expert_scale = 1.0f;
     hp->n_group = hp->n_group_used = 1;
     hp->kq_scale = 1.0f / sqrtf((float)hp->head_dim_k);
-    int nq = hp->n_head * hp->head_dim_k, nk = hp->n_head_kv * hp->head_dim_k,
-        nv = hp->n_head_kv * hp->head_dim_v;
+    /* Sizes from the file are each below 2^30; their products need 64 bits. */
+    int64_t nq = (int64_t)hp->n_head * hp->head_dim_k, nk = (int64_t)hp->n_head_kv * hp->head_dim_k,
+            nv = (int64_t)hp->n_head_kv * hp->head_dim_v;
     for (int il = 0; il < hp->n_layer; il++) {
         struct lmoe_layer *L = &m->layers[il];
         if ((rc = bindl(l, &L->attn_norm, il, "attn_norm.weight", 1, hp->n_embd, 1, 1)) ||
             (rc = bindl(l, &L->wq, il, "attn_q.weight", 1, hp->n_embd, nq, 1)) ||
             (rc = bindl(l, &L->wk, il, "attn_k.weight", 1, hp->n_embd, nk, 1)) ||
             (rc = bindl(l, &L->wv, il, "attn_v.weight", 1, hp->n_embd, nv, 1)) ||
-            (rc = bindl(l, &L->wo, il, "attn_output.weight", 1, hp->n_head * hp->head_dim_v, hp->n_embd, 1)) ||
+            (rc = bindl(l, &L->wo, il, "attn_output.weight", 1, (int64_t)hp->n_head * hp->head_dim_v, hp->n_embd, 1)) ||
             (rc = bindl(l, &L->bq, il, "attn_q.bias", 0, nq, 1, 1)) ||
             (rc = bindl(l, &L->bk, il, "attn_k.bias", 0, nk, 1, 1)) ||
             (rc = bindl(l, &L->bv, il, "attn_v.bias", 0, nv, 1, 1)) ||
@@ -303,16 +304,16 @@ static int load_deepseek2(struct loader *l, struct lmoe_model *m) {
         struct lmoe_layer *L = &m->layers[il];
         if ((rc = bindl(l, &L->attn_norm, il, "attn_norm.weight", 1, hp->n_embd, 1, 1)) ||
             (rc = bindl(l, &L->ffn_norm, il, "ffn_norm.weight", 1, hp->n_embd, 1, 1)) ||
-            (rc = bindl(l, &L->wkv_a_mqa, il, "attn_kv_a_mqa.weight", 1, hp->n_embd, hp->kv_lora_rank + hp->qk_rope, 1)) ||
+            (rc = bindl(l, &L->wkv_a_mqa, il, "attn_kv_a_mqa.weight", 1, hp->n_embd, (int64_t)hp->kv_lora_rank + hp->qk_rope, 1)) ||
             (rc = bindl(l, &L->kv_a_norm, il, "attn_kv_a_norm.weight", 1, hp->kv_lora_rank, 1, 1)) ||
-            (rc = bindl(l, &L->wo, il, "attn_output.weight", 1, nh * v_head, hp->n_embd, 1)))
+            (rc = bindl(l, &L->wo, il, "attn_output.weight", 1, (int64_t)nh * v_head, hp->n_embd, 1)))
             return rc;
         if (hp->q_lora_rank > 0) {
             if ((rc = bindl(l, &L->wq_a, il, "attn_q_a.weight", 1, hp->n_embd, hp->q_lora_rank, 1)) ||
                 (rc = bindl(l, &L->q_a_norm, il, "attn_q_a_norm.weight", 1, hp->q_lora_rank, 1, 1)) ||
-                (rc = bindl(l, &L->wq_b, il, "attn_q_b.weight", 1, hp->q_lora_rank, nh * qk_head, 1)))
+                (rc = bindl(l, &L->wq_b, il, "attn_q_b.weight", 1, hp->q_lora_rank, (int64_t)nh * qk_head, 1)))
                 return rc;
-        } else if ((rc = bindl(l, &L->wq, il, "attn_q.weight", 1, hp->n_embd, nh * qk_head, 1))) {
+        } else if ((rc = bindl(l, &L->wq, il, "attn_q.weight", 1, hp->n_embd, (int64_t)nh * qk_head, 1))) {
             return rc;
         }
         /* Either the split absorbed-form tensors or the joined kv_b. */
@@ -321,7 +322,7 @@ static int load_deepseek2(struct loader *l, struct lmoe_model *m) {
             return rc;
         if (!L->wk_b.data || !L->wv_b.data) {
             if ((rc = bindl(l, &L->wkv_b, il, "attn_kv_b.weight", 1, hp->kv_lora_rank,
-                            nh * (hp->qk_nope + v_head), 1)))
+                            (int64_t)nh * ((int64_t)hp->qk_nope + v_head), 1)))
                 return rc;
         }
         if ((rc = need_f32(l, &L->attn_norm, "attn_norm", il)) || (rc = need_f32(l, &L->ffn_norm, "ffn_norm", il)) ||
@@ -341,7 +342,7 @@ static int load_deepseek2(struct loader *l, struct lmoe_model *m) {
         if (hp->n_expert_used <= 0 || hp->n_ff_exp <= 0)
             return lmoe_errf(l->err, l->errlen, LMOE_ERR_FORMAT,
                              "model: MoE layer %d needs expert_used_count and expert_feed_forward_length", il);
-        int n_sh = hp->n_ff_exp * hp->n_expert_shared;
+        int64_t n_sh = (int64_t)hp->n_ff_exp * hp->n_expert_shared;
         if ((rc = bindl(l, &L->gate_inp, il, "ffn_gate_inp.weight", 1, hp->n_embd, hp->n_expert, 1)) ||
             (rc = bindl(l, &L->exp_probs_b, il, "exp_probs_b.bias", 0, hp->n_expert, 1, 1)) ||
             (rc = bindl(l, &L->gate_exps, il, "ffn_gate_exps.weight", 1, hp->n_embd, hp->n_ff_exp, hp->n_expert)) ||
@@ -396,6 +397,12 @@ int lmoe_model_load(struct lmoe_model *m, const struct gguf_file *f, char *err, 
         return lmoe_errf(err, errlen, LMOE_ERR_FORMAT,
                          "model: block_count, embedding_length, head_count and "
                          "context_length must be positive");
+    /* Every layer binds several tensors: a larger count is corrupt, and
+     * must not size the allocation below. */
+    if ((uint64_t)hp->n_layer > f->n_tensors)
+        return lmoe_errf(err, errlen, LMOE_ERR_FORMAT,
+                         "model: %s.block_count is %d but the file has %" PRIu64 " tensors",
+                         m->arch_name, hp->n_layer, f->n_tensors);
     const struct gguf_tensor *te = gguf_find_tensor(f, "token_embd.weight");
     if (!te) return lmoe_errf(err, errlen, LMOE_ERR_FORMAT, "model: missing tensor 'token_embd.weight'");
     hp->n_vocab = (int)te->ne[1];

@@ -145,4 +145,73 @@ lmoe_f16 lmoe_f32_to_f16(float f);
 float lmoe_bf16_to_f32(lmoe_bf16 h);
 lmoe_bf16 lmoe_f32_to_bf16(float f);
 
+
+/* ---- Integer dot products against quantized activations (quant_dot.c) ----
+ *
+ * A quantized weight row is multiplied by an activation row that has been
+ * quantized to 8 bits in blocks of the same length, so the inner loop is an
+ * integer dot product and floats appear once per block:
+ *
+ *   dot = sum over blocks b of  d_w[b] * d_a[b] * isum[b]  (+ min terms)
+ *
+ * The legacy 32-blocks (Q4_0 .. Q8_0) pair with Q8_0 activations; Q4_1 and
+ * Q5_1 take their min term from the exact integer sum of the activation
+ * codes (instead of ggml's Q8_1, whose f16 s field would round it). The
+ * K-quants pair with Q8_K (256-blocks, f32 scale, sums of each 16 codes).
+ * Float weights (F32, F16, BF16) keep f32 activations and a float dot.
+ *
+ * Activations must be finite; for a non-finite input the codes are
+ * unspecified (but no undefined behaviour). These scalar routines are the
+ * reference the SIMD versions in src/kernels/ are tested against.
+ */
+
+/* The activation type weight type w_type is multiplied with:
+ * LMOE_DTYPE_Q8_0, LMOE_DTYPE_Q8_K, LMOE_DTYPE_F32, or LMOE_DTYPE_COUNT when
+ * the type has no dot product here. */
+uint32_t lmoe_vec_dot_act_type(uint32_t w_type);
+
+/* Bytes one activation row of n elements takes when quantized for w_type
+ * (n a multiple of w_type's block size); 0 when w_type has no dot. */
+size_t lmoe_vec_dot_act_bytes(uint32_t w_type, int64_t n);
+
+/* Q8_0 activations, n a multiple of 32: d = amax / 127 stored as f16,
+ * q = roundf(x / d) (ties away from zero, with 1/d taken from the f32 d),
+ * as ggml's quantize_row_q8_0_ref. */
+void lmoe_quantize_row_q8_0(const float *x, void *dst, int64_t n);
+
+/* Q8_K activations, n a multiple of 256: d = max / -127 where max is the
+ * element of largest magnitude (sign kept, first one on ties), q rounded to
+ * nearest even, bsums the sums of each 16 codes; as ggml's
+ * quantize_row_q8_K_ref. */
+void lmoe_quantize_row_q8_K(const float *x, void *dst, int64_t n);
+
+/* Dot products of a row of n weights with a row of n activations of type
+ * lmoe_vec_dot_act_type(w). Rows may start at any byte address. */
+typedef float (*lmoe_vec_dot_fn)(int n, const void *w_row, const void *act);
+
+float lmoe_vec_dot_q4_0_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q4_1_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q5_0_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q5_1_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q8_0_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q2_K_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q3_K_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q4_K_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q5_K_q8(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_q6_K_q8(int n, const void *w_row, const void *act);
+/* Float weights with f32 activations: eight partial sums in lane order, as
+ * the dot_f32 reference kernel, for any n. */
+float lmoe_vec_dot_f32_f32(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_f16_f32(int n, const void *w_row, const void *act);
+float lmoe_vec_dot_bf16_f32(int n, const void *w_row, const void *act);
+
+/* The reference dot of w_type (one of the above), or NULL. */
+lmoe_vec_dot_fn lmoe_vec_dot_ref(uint32_t w_type);
+
+/* The 6-bit scale and min of group g (0..7) of a Q4_K/Q5_K block's 12
+ * packed scale bytes, and the signed scale of group g (0..15) of a Q3_K
+ * block: shared by the reference and SIMD dot products. */
+void lmoe_k4_scale_min(const uint8_t *scales, int g, int *scale, int *min);
+int lmoe_q3_k_scale(const uint8_t *scales, int g);
+
 #endif
