@@ -12,11 +12,19 @@
 #define CLI_MAX_STOP 8
 
 struct args {
-    const char *model, *ids, *out, *prompt, *prompt_file, *system, *text;
+    const char *model, *ids, *out, *prompt, *prompt_file, *system, *text, *isa;
     const char *stop[CLI_MAX_STOP];
     int n_stop;
     int json, decode, pieces, ignore_eos, threads, kv_type, n_predict, n_ctx, seed_set;
     struct lmoe_sampler_options sampling;
+    int bench_pp, bench_tg, bench_reps; /* bench: -p N, -n N, -r N */
+    double usd_per_hour;
+    const char *synth_type; /* synth: --type NAME */
+    int synth_layers;       /* synth: --layers N */
+    /* serve (usd_per_hour above is shared with bench; 0 = 0.10) */
+    const char *host, *api_key;
+    int port, parallel, max_queue, grace_seconds;
+    double kv_pool_mb, max_body;
 };
 
 /* Parses argv[2..]; prints one line and returns -1 on a bad option. */
@@ -35,5 +43,8 @@ int cmd_logits(const struct args *a);
 int cmd_tokenize(const struct args *a);
 int cmd_run(const struct args *a);
 int cmd_chat(const struct args *a);
+int cmd_bench(const struct args *a);
+int cmd_synth(const struct args *a);
+int cmd_serve(const struct args *a);
 
 #endif

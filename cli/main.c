@@ -30,6 +30,11 @@ static void usage(FILE *f) {
             "  info     [-m MODEL] [--json]           what a model file holds\n"
             "  logits   [-m MODEL] --ids 1,2,3 -o FILE [--decode]\n"
             "                                         every position's logits as float32 rows\n"
+            "  bench    [-m MODEL] [--pp N] [--tg N] [-r N] [--json] [--usd-per-hour X]\n"
+            "                                         prompt and decode speed, roofline, memory, cost\n"
+            "  synth    --model NAME --type TYPE -o FILE [--layers N] [--seed S]   random-weight GGUF shaped\n"
+            "           like deepseek-v2-lite, qwen3-30b-a3b or deepseek-v3 (q8_0 q4_0 q4_k_m bf16 f16 f32)\n"
+            "  serve    [-m MODEL] [--host H] [--port P] [--parallel N]   OpenAI-compatible HTTP server\n"
             "\n"
             "options:\n"
             "  -m, --model FILE      GGUF model file\n"
@@ -43,8 +48,20 @@ static void usage(FILE *f) {
             "  --ignore-eos          keep going past end-of-sequence tokens\n"
             "  -c, --ctx N           context size in tokens (default: model's, at most 4096)\n"
             "  -t, --threads N       worker threads (default: physical cores)\n"
-            "  --kv f16|f32          KV cache precision (default f16)\n"
-            "  -h, --help            this text\n",
+            "  --kv f16|f32|q8       KV cache precision (default f16; q8 = 8-bit blocks)\n"
+            "  --isa ref|avx2|avx512 kernels (default: the best this CPU has; ref = scalar reference)\n"
+            "  -h, --help            this text\n"
+            "\n"
+            "serve options:\n"
+            "  --host H              address to listen on (default 127.0.0.1)\n"
+            "  --port P              TCP port (default 8080; 0 = any free port, printed)\n"
+            "  --parallel N          sequences batched together (default 4)\n"
+            "  --kv-pool-mb M        KV cache for all of them, split equally (default: N x ctx tokens)\n"
+            "  --max-queue N         requests waiting for a slot before 429 (default 64)\n"
+            "  --api-key KEY         require 'Authorization: Bearer KEY' (not on /health)\n"
+            "  --usd-per-hour X      machine price for the per-request cost (default 0.10)\n"
+            "  --max-body BYTES      larger request bodies get 413 (default 8 MiB)\n"
+            "  --grace-seconds S     on SIGTERM, time for in-flight requests (default 10)\n",
             CLI_MAX_STOP);
 }
 
@@ -66,6 +83,12 @@ int cli_parse_args(int argc, char **argv, struct args *a) {
     a->sampling = def;
     a->kv_type = LMOE_KV_F16;
     a->n_predict = 128;
+    a->host = "127.0.0.1";
+    a->port = 8080;
+    a->parallel = 4;
+    a->max_queue = 64;
+    a->grace_seconds = 10;
+    a->max_body = 8 << 20;
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
         double v = 0;
@@ -76,6 +99,13 @@ int cli_parse_args(int argc, char **argv, struct args *a) {
         else if (!strcmp(s, "-p") || !strcmp(s, "--prompt")) a->prompt = next;
         else if (!strcmp(s, "-f") || !strcmp(s, "--file")) a->prompt_file = next;
         else if (!strcmp(s, "--system")) a->system = next;
+        else if (!strcmp(s, "--isa")) a->isa = next;
+        else if (!strcmp(s, "--pp")) { bad = parse_num(s, next, 1, 1 << 20, &v); a->bench_pp = (int)v; }
+        else if (!strcmp(s, "--tg")) { bad = parse_num(s, next, 1, 1 << 20, &v); a->bench_tg = (int)v; }
+        else if (!strcmp(s, "-r") || !strcmp(s, "--reps")) { bad = parse_num(s, next, 1, 1000, &v); a->bench_reps = (int)v; }
+        else if (!strcmp(s, "--type")) a->synth_type = next;
+        else if (!strcmp(s, "--layers")) { bad = parse_num(s, next, 1, 4096, &v); a->synth_layers = (int)v; }
+        else if (!strcmp(s, "--usd-per-hour")) { bad = parse_num(s, next, 0.0001, 1e6, &v); a->usd_per_hour = v; }
         else if (!strcmp(s, "-t") || !strcmp(s, "--threads")) { bad = parse_num(s, next, 1, 1024, &v); a->threads = (int)v; }
         else if (!strcmp(s, "-n") || !strcmp(s, "--n-predict")) { bad = parse_num(s, next, -1, 1e9, &v); a->n_predict = (int)v; }
         else if (!strcmp(s, "-c") || !strcmp(s, "--ctx")) { bad = parse_num(s, next, 1, 1 << 24, &v); a->n_ctx = (int)v; }
@@ -88,6 +118,14 @@ int cli_parse_args(int argc, char **argv, struct args *a) {
         else if (!strcmp(s, "--presence-penalty")) { bad = parse_num(s, next, -10, 10, &v); a->sampling.presence_penalty = (float)v; }
         else if (!strcmp(s, "--frequency-penalty")) { bad = parse_num(s, next, -10, 10, &v); a->sampling.frequency_penalty = (float)v; }
         else if (!strcmp(s, "--seed")) { bad = parse_num(s, next, 0, 1.8e19, &v); a->sampling.seed = (uint64_t)v; a->seed_set = 1; }
+        else if (!strcmp(s, "--host")) a->host = next;
+        else if (!strcmp(s, "--api-key")) a->api_key = next;
+        else if (!strcmp(s, "--port")) { bad = parse_num(s, next, 0, 65535, &v); a->port = (int)v; }
+        else if (!strcmp(s, "--parallel")) { bad = parse_num(s, next, 1, 256, &v); a->parallel = (int)v; }
+        else if (!strcmp(s, "--max-queue")) { bad = parse_num(s, next, 1, 1e6, &v); a->max_queue = (int)v; }
+        else if (!strcmp(s, "--grace-seconds")) { bad = parse_num(s, next, 0, 86400, &v); a->grace_seconds = (int)v; }
+        else if (!strcmp(s, "--kv-pool-mb")) { bad = parse_num(s, next, 0.001, 1 << 24, &v); a->kv_pool_mb = v; }
+        else if (!strcmp(s, "--max-body")) { bad = parse_num(s, next, 1024, 1 << 30, &v); a->max_body = v; }
         else if (!strcmp(s, "--stop")) {
             if (a->n_stop == CLI_MAX_STOP) {
                 fprintf(stderr, "leanmoe: at most %d --stop strings\n", CLI_MAX_STOP);
@@ -101,8 +139,9 @@ int cli_parse_args(int argc, char **argv, struct args *a) {
         } else if (!strcmp(s, "--kv")) {
             if (next && !strcmp(next, "f16")) a->kv_type = LMOE_KV_F16;
             else if (next && !strcmp(next, "f32")) a->kv_type = LMOE_KV_F32;
+            else if (next && !strcmp(next, "q8")) a->kv_type = LMOE_KV_Q8;
             else {
-                fprintf(stderr, "leanmoe: --kv takes f16 or f32\n");
+                fprintf(stderr, "leanmoe: --kv takes f16, f32 or q8\n");
                 return -1;
             }
         } else {
@@ -173,7 +212,7 @@ lmoe_engine *cli_open_model(const struct args *a, int allow_builtin, int vocab_o
         }
         model = path;
     }
-    struct lmoe_engine_options opt = {.n_threads = a->threads, .vocab_only = vocab_only};
+    struct lmoe_engine_options opt = {.n_threads = a->threads, .vocab_only = vocab_only, .isa = a->isa};
     lmoe_engine *e;
     char err[768];
     if (lmoe_engine_open(&e, model, &opt, err, sizeof err)) {
@@ -218,7 +257,8 @@ int main(int argc, char **argv) {
     }
     static const struct { const char *name; int (*fn)(const struct args *); } cmds[] = {
         {"run", cmd_run}, {"chat", cmd_chat}, {"tokenize", cmd_tokenize},
-        {"info", cmd_info}, {"logits", cmd_logits},
+        {"info", cmd_info}, {"logits", cmd_logits}, {"bench", cmd_bench},
+        {"synth", cmd_synth}, {"serve", cmd_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name)) continue;

@@ -62,6 +62,9 @@ typedef struct lmoe_engine lmoe_engine;
 struct lmoe_engine_options {
     int n_threads;  /* worker threads; 0 = the number of physical cores */
     int vocab_only; /* 1: read only the vocabulary (tokenize needs no weights) */
+    const char *isa; /* kernels: NULL = the best this CPU has (or $LMOE_ISA);
+                        "ref" = the scalar reference (float activations, the
+                        exact path the golden tests check); "avx2", "avx512" */
 };
 #define LMOE_DEFAULT_N_THREADS 0
 
@@ -86,6 +89,7 @@ struct lmoe_model_info {
     uint64_t params_total;  /* every weight in the file's tensors */
     uint64_t params_active; /* per token: shared weights + selected experts */
     uint64_t weight_bytes;  /* bytes of tensor data */
+    uint64_t bytes_per_token; /* weight bytes one decode step reads */
     uint64_t kv_bytes_per_token;      /* the cache leanmoe keeps (F16) */
     uint64_t kv_bytes_per_token_full; /* a plain per-head K/V cache, F16 */
     int n_tensors;
@@ -107,7 +111,10 @@ int lmoe_engine_meta(const lmoe_engine *e, int i, const char **key, char *buf,
 
 typedef struct lmoe_ctx lmoe_ctx;
 
-enum lmoe_kv_type { LMOE_KV_F16 = 1, LMOE_KV_F32 = 0 };
+/* KV cache precision. Q8 keeps 8-bit blocks (32 values + an f16 scale)
+ * where the rows allow it (DeepSeek: the latent; others: heads of a
+ * multiple of 32), F16 elsewhere. */
+enum lmoe_kv_type { LMOE_KV_F32 = 0, LMOE_KV_F16 = 1, LMOE_KV_Q8 = 2 };
 
 struct lmoe_ctx_options {
     int n_ctx;   /* tokens the cache holds; 0 = min(model context, 4096) */
@@ -126,6 +133,15 @@ void lmoe_ctx_close(lmoe_ctx *c);
  * all_rows != 0, one row per token (n * n_vocab floats). */
 int lmoe_ctx_eval(lmoe_ctx *c, const int32_t *tokens, int n, float *logits,
                   int all_rows);
+
+/* Runs several contexts of one engine in a single forward step (continuous
+ * batching): context i gets n[i] tokens from tokens[i], and logits[i] (if
+ * not NULL) receives its last row, or all its rows with all_rows. Each
+ * weight, and each selected expert, is read once per step for all of them,
+ * and the results equal what each context would get alone. A context may
+ * appear only once. On an error nothing is evaluated. */
+int lmoe_batch_eval(lmoe_ctx **ctxs, const int32_t *const *tokens, const int *n, float **logits,
+                    int all_rows, int n_seq);
 
 int lmoe_ctx_n_past(const lmoe_ctx *c); /* tokens in the cache */
 /* Forgets every token from position n on (n <= n_past), so a timeline can
@@ -214,6 +230,14 @@ int32_t lmoe_sampler_sample(lmoe_sampler *s, float *logits);
 /* Records a token (prompt or generated) for the penalties. */
 void lmoe_sampler_accept(lmoe_sampler *s, int32_t token);
 void lmoe_sampler_reset(lmoe_sampler *s);
+
+/* ---- Measurement ------------------------------------------------------- */
+
+/* Memory read bandwidth in GB/s (1e9 bytes/s) with n_threads threads
+ * streaming a buffer of `bytes` (use well above the last-level cache, e.g.
+ * 1 GiB): the denominator of the decode roofline. Best of 5 passes; 0 if
+ * the buffer could not be allocated. */
+double lmoe_measure_read_bandwidth(int n_threads, size_t bytes);
 
 #ifdef __cplusplus
 }

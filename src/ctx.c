@@ -12,43 +12,59 @@
 #include "engine.h"
 #include "error.h"
 
-/* Prompt tokens per forward step: bounds scratch memory while letting each
+/* Tokens per forward step: bounds scratch memory while letting each
  * decoded weight row serve many tokens. */
 #define LMOE_N_BATCH 64
 
 static int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
-static int alloc_scratch(struct lmoe_ctx *c) {
-    const struct lmoe_hparams *hp = &c->e->model.hp;
-    size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd;
+void lmoe_scratch_free(struct lmoe_scratch *s) {
+    void *p[] = {s->tok_ctx, s->tok_pos, s->x, s->xn, s->attn_out, s->ffn_out, s->q, s->k, s->v, s->heads,
+                 s->qa, s->kva, s->q_abs, s->lat, s->att, s->router, s->sel_w, s->gather, s->gate, s->up,
+                 s->down, s->logits, s->sel_ids, s->expert_tok};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Sizes every buffer for LMOE_N_BATCH tokens at first use; afterwards only
+ * the attention weights grow, with the longest context. */
+int lmoe_scratch_reserve(struct lmoe_engine *e, int n_ctx) {
+    struct lmoe_scratch *s = &e->s;
+    size_t n_threads = (size_t)lmoe_engine_n_threads(e);
+    if (s->n_batch && n_ctx <= s->n_ctx_max) return 0;
+    if (s->n_batch) {
+        float *att = realloc(s->att, sizeof(float) * n_threads * (size_t)n_ctx);
+        if (!att) return LMOE_ERR_NOMEM;
+        s->att = att;
+        s->n_ctx_max = n_ctx;
+        return 0;
+    }
+    const struct lmoe_hparams *hp = &e->model.hp;
+    size_t B = LMOE_N_BATCH, E = (size_t)hp->n_embd;
     int nh = hp->n_head, mla = hp->arch == LMOE_ARCH_DEEPSEEK2;
     size_t q_w = (size_t)nh * (mla ? hp->qk_nope + hp->qk_rope : hp->head_dim_k);
     size_t kv_w = (size_t)hp->n_head_kv * (size_t)(hp->head_dim_k > hp->head_dim_v ? hp->head_dim_k : hp->head_dim_v);
     size_t heads_w = (size_t)nh * (size_t)hp->head_dim_v;
     size_t lat_w = (size_t)nh * (size_t)hp->kv_lora_rank;
     int n_ff = max3(hp->n_ff, hp->n_ff_exp, hp->n_ff_exp * hp->n_expert_shared);
-    int ne = hp->n_expert > 0 ? hp->n_expert : 1, k = hp->n_expert_used > 0 ? hp->n_expert_used : 1;
-    struct lmoe_scratch *s = &c->s;
-    float **bufs[] = {&s->x, &s->xn, &s->attn_out, &s->ffn_out, &s->q, &s->k, &s->v, &s->heads,
-                      &s->qa, &s->kva, &s->q_abs, &s->lat, &s->att, &s->router, &s->sel_w,
-                      &s->gather, &s->gate, &s->up, &s->down, &s->logits};
+    size_t ne = hp->n_expert > 0 ? (size_t)hp->n_expert : 1, k = hp->n_expert_used > 0 ? (size_t)hp->n_expert_used : 1;
+    float **bufs[] = {&s->x, &s->xn, &s->attn_out, &s->ffn_out, &s->q, &s->k, &s->v, &s->heads, &s->qa, &s->kva,
+                      &s->q_abs, &s->lat, &s->att, &s->router, &s->sel_w, &s->gather, &s->gate, &s->up, &s->down, &s->logits};
     size_t sizes[] = {B * E, B * E, B * E, B * E, B * q_w, B * kv_w, B * kv_w, B * heads_w,
                       B * (size_t)(hp->q_lora_rank + 1), B * (size_t)(hp->kv_lora_rank + hp->qk_rope + 1),
-                      B * lat_w + 1, B * lat_w + 1,
-                      (size_t)lmoe_engine_n_threads(c->e) * (size_t)c->n_ctx, B * ne, B * k,
+                      B * lat_w + 1, B * lat_w + 1, n_threads * (size_t)n_ctx, B * ne, B * k,
                       B * E, B * (size_t)n_ff, B * (size_t)n_ff, B * E, B * (size_t)hp->n_vocab};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (!(*bufs[i] = malloc(sizeof(float) * (sizes[i] ? sizes[i] : 1)))) return LMOE_ERR_NOMEM;
-    if (!(s->sel_ids = malloc(sizeof(int) * B * k)) || !(s->expert_tok = malloc(sizeof(int) * B)))
-        return LMOE_ERR_NOMEM;
+        if (!(*bufs[i] = malloc(sizeof(float) * (sizes[i] ? sizes[i] : 1)))) goto oom;
+    if (!(s->sel_ids = malloc(sizeof(int) * B * k)) || !(s->expert_tok = malloc(sizeof(int) * B)) ||
+        !(s->tok_ctx = malloc(sizeof(*s->tok_ctx) * B)) || !(s->tok_pos = malloc(sizeof(int) * B)))
+        goto oom;
+    s->n_batch = (int)B;
+    s->n_ctx_max = n_ctx;
     return 0;
-}
-
-static void free_scratch(struct lmoe_scratch *s) {
-    void *p[] = {s->x, s->xn, s->attn_out, s->ffn_out, s->q, s->k, s->v, s->heads, s->qa,
-                 s->kva, s->q_abs, s->lat, s->att, s->router, s->sel_w, s->gather, s->gate,
-                 s->up, s->down, s->logits, s->sel_ids, s->expert_tok};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+oom:
+    lmoe_scratch_free(s);
+    return LMOE_ERR_NOMEM;
 }
 
 int lmoe_ctx_open(lmoe_ctx **out, lmoe_engine *e, const struct lmoe_ctx_options *opt) {
@@ -61,23 +77,20 @@ int lmoe_ctx_open(lmoe_ctx **out, lmoe_engine *e, const struct lmoe_ctx_options 
     c->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx
                                      : (hp->n_ctx_train < LMOE_DEFAULT_N_CTX ? hp->n_ctx_train : LMOE_DEFAULT_N_CTX);
     c->kv_type = opt ? opt->kv_type : LMOE_KV_F16;
-    if (c->kv_type != LMOE_KV_F16 && c->kv_type != LMOE_KV_F32) {
+    if (c->kv_type != LMOE_KV_F16 && c->kv_type != LMOE_KV_F32 && c->kv_type != LMOE_KV_Q8) {
         free(c);
         return LMOE_ERR_ARG;
     }
-    c->n_batch = LMOE_N_BATCH;
-    if (hp->arch == LMOE_ARCH_DEEPSEEK2) {
-        c->k_row = hp->kv_lora_rank;
-        c->v_row = hp->qk_rope;
-    } else {
-        c->k_row = hp->n_head_kv * hp->head_dim_k;
-        c->v_row = hp->n_head_kv * hp->head_dim_v;
-    }
-    size_t esz = c->kv_type == LMOE_KV_F16 ? 2 : 4;
-    size_t rows = (size_t)hp->n_layer * (size_t)c->n_ctx;
-    c->kv_k = calloc(rows, (size_t)c->k_row * esz);
-    c->kv_v = calloc(rows, (size_t)c->v_row * esz);
-    if (!c->kv_k || !c->kv_v || alloc_scratch(c)) {
+    int alloc_failed;
+    if (hp->arch == LMOE_ARCH_DEEPSEEK2)
+        alloc_failed = lmoe_kv_alloc(c, c->kv_type, hp->kv_lora_rank, hp->qk_rope, hp->kv_lora_rank, hp->qk_rope);
+    else
+        alloc_failed = lmoe_kv_alloc(c, c->kv_type, hp->n_head_kv * hp->head_dim_k, hp->n_head_kv * hp->head_dim_v,
+                                     hp->head_dim_k, hp->head_dim_v);
+    pthread_mutex_lock(&e->step_lock);
+    int rc = lmoe_scratch_reserve(e, c->n_ctx);
+    pthread_mutex_unlock(&e->step_lock);
+    if (alloc_failed || rc) {
         lmoe_ctx_close(c);
         return LMOE_ERR_NOMEM;
     }
@@ -87,9 +100,7 @@ int lmoe_ctx_open(lmoe_ctx **out, lmoe_engine *e, const struct lmoe_ctx_options 
 
 void lmoe_ctx_close(lmoe_ctx *c) {
     if (!c) return;
-    free(c->kv_k);
-    free(c->kv_v);
-    free_scratch(&c->s);
+    lmoe_kv_free(c);
     free(c);
 }
 
@@ -105,27 +116,72 @@ int lmoe_ctx_truncate(lmoe_ctx *c, int n) {
 const char *lmoe_ctx_error(const lmoe_ctx *c) { return c->err; }
 
 int lmoe_ctx_eval(lmoe_ctx *c, const int32_t *tokens, int n, float *logits, int all_rows) {
+    const int32_t *toks[1] = {tokens};
+    float *outs[1] = {logits};
+    return lmoe_batch_eval(&c, toks, &n, outs, all_rows, 1);
+}
+
+/* Checks one sequence's tokens against its context; message into c->err. */
+static int check_tokens(lmoe_ctx *c, const int32_t *tokens, int n) {
     int n_vocab = c->e->model.hp.n_vocab;
-    if (n <= 0 || !tokens)
-        return lmoe_errf(c->err, sizeof c->err, LMOE_ERR_ARG, "eval: no tokens given");
+    if (n <= 0 || !tokens) return lmoe_errf(c->err, sizeof c->err, LMOE_ERR_ARG, "eval: no tokens given");
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
             return lmoe_errf(c->err, sizeof c->err, LMOE_ERR_ARG,
                              "eval: token id %d is outside the vocabulary (0..%d)", tokens[i], n_vocab - 1);
     if (n > c->n_ctx - c->n_past)
         return lmoe_errf(c->err, sizeof c->err, LMOE_ERR_CTX_FULL,
-                         "eval: %d tokens do not fit: %d of %d context positions are used",
-                         n, c->n_past, c->n_ctx);
-    pthread_mutex_lock(&c->e->step_lock);
-    int rc = 0;
-    for (int done = 0; done < n && !rc; done += c->n_batch) {
-        int T = n - done < c->n_batch ? n - done : c->n_batch;
-        int last = done + T == n;
-        float *dst = NULL;
-        if (logits && all_rows) dst = logits + (size_t)done * n_vocab;
-        else if (logits && last) dst = logits;
-        rc = lmoe_forward(c, tokens + done, T, dst, all_rows);
+                         "eval: %d tokens do not fit: %d of %d context positions are used", n, c->n_past,
+                         c->n_ctx);
+    return 0;
+}
+
+int lmoe_batch_eval(lmoe_ctx **ctxs, const int32_t *const *tokens, const int *n, float **logits, int all_rows,
+                    int n_seq) {
+    if (n_seq <= 0) return LMOE_ERR_ARG;
+    struct lmoe_engine *e = ctxs[0]->e;
+    for (int i = 0; i < n_seq; i++) {
+        if (ctxs[i]->e != e) return LMOE_ERR_ARG;
+        for (int j = 0; j < i; j++)
+            if (ctxs[j] == ctxs[i])
+                return lmoe_errf(ctxs[i]->err, sizeof ctxs[i]->err, LMOE_ERR_ARG, "eval: a context appears twice");
+        int rc = check_tokens(ctxs[i], tokens[i], n[i]);
+        if (rc) return rc;
     }
-    pthread_mutex_unlock(&c->e->step_lock);
+    int n_vocab = e->model.hp.n_vocab;
+    pthread_mutex_lock(&e->step_lock);
+    struct lmoe_scratch *s = &e->s;
+    int32_t step_tok[LMOE_N_BATCH];
+    int out_rows[LMOE_N_BATCH];
+    float *out_dst[LMOE_N_BATCH];
+    int rc = 0, seq = 0, at = 0;
+    /* Fill micro-batches with the sequences' tokens in order; a sequence may
+     * span several steps. Logits rows are computed into the scratch's spare
+     * logits area and copied to each caller's buffer. */
+    while (seq < n_seq && !rc) {
+        int T = 0, n_out = 0;
+        while (seq < n_seq && T < s->n_batch) {
+            lmoe_ctx *c = ctxs[seq];
+            int take = n[seq] - at < s->n_batch - T ? n[seq] - at : s->n_batch - T;
+            for (int i = 0; i < take; i++, T++) {
+                int idx = at + i;
+                step_tok[T] = tokens[seq][idx];
+                s->tok_ctx[T] = c;
+                s->tok_pos[T] = c->n_past + idx;
+                if (logits[seq] && (all_rows || idx == n[seq] - 1)) {
+                    out_rows[n_out] = T;
+                    out_dst[n_out++] = logits[seq] + (all_rows ? (size_t)idx * n_vocab : 0);
+                }
+            }
+            at += take;
+            if (at == n[seq]) { seq++; at = 0; }
+        }
+        rc = lmoe_forward(e, step_tok, T, s->logits, out_rows, n_out);
+        for (int i = 0; i < n_out && !rc; i++)
+            memcpy(out_dst[i], s->logits + (size_t)i * n_vocab, sizeof(float) * (size_t)n_vocab);
+    }
+    if (!rc)
+        for (int i = 0; i < n_seq; i++) ctxs[i]->n_past += n[i];
+    pthread_mutex_unlock(&e->step_lock);
     return rc;
 }

@@ -9,7 +9,28 @@
 #include "format/gguf.h"
 #include "leanmoe.h"
 #include "model/model.h"
+#include "kvcache.h"
 #include "model/ops.h"
+
+/* Scratch for one forward step of up to n_batch tokens, owned by the engine
+ * (steps are serialised by step_lock). The tokens of a step may belong to
+ * different contexts: that is how several sequences share each weight read. */
+struct lmoe_scratch {
+    int n_batch;                        /* token capacity */
+    int n_ctx_max;                      /* attention-weight capacity per thread */
+    struct lmoe_ctx **tok_ctx;          /* [n_batch] the timeline of each token */
+    int *tok_pos;                       /* [n_batch] its position there */
+    float *x, *xn, *attn_out, *ffn_out; /* [n_batch][n_embd] */
+    float *q, *k, *v, *heads;           /* attention inputs and per-head outputs */
+    float *qa, *kva, *q_abs, *lat;      /* MLA intermediates */
+    float *att;                         /* n_threads * n_ctx_max attention weights */
+    float *router;                      /* [n_batch][n_expert] */
+    int *sel_ids;                       /* [n_batch][n_expert_used] */
+    float *sel_w;
+    int *expert_tok;                    /* token list of one expert */
+    float *gather, *gate, *up, *down;   /* FFN work rows */
+    float *logits;                      /* [n_batch][n_vocab] output rows */
+};
 
 struct lmoe_engine {
     struct gguf_file *gguf; /* owns the mapping every tensor points into */
@@ -24,37 +45,26 @@ struct lmoe_engine {
     /* One forward step at a time: the pool and row scratch are shared by
      * every context of the engine. */
     pthread_mutex_t step_lock;
-};
-
-/* Scratch for one micro-batch of up to n_batch tokens, sized at ctx open. */
-struct lmoe_scratch {
-    float *x, *xn, *attn_out, *ffn_out; /* [n_batch][n_embd] */
-    float *q, *k, *v, *heads;           /* attention inputs and per-head outputs */
-    float *qa, *kva, *q_abs, *lat;      /* MLA intermediates */
-    float *att;                         /* n_threads * n_ctx attention weights */
-    float *router;                      /* [n_batch][n_expert] */
-    int *sel_ids;                       /* [n_batch][n_expert_used] */
-    float *sel_w;
-    int *expert_tok;                    /* token list of one expert */
-    float *gather, *gate, *up, *down;   /* FFN work rows */
-    float *logits;                      /* [n_batch][n_vocab] */
+    struct lmoe_scratch s;
 };
 
 struct lmoe_ctx {
     lmoe_engine *e;
-    int n_ctx, n_past, n_batch, kv_type;
-    /* KV cache, one block per layer of n_ctx rows. Plain attention keeps
-     * k (n_head_kv * head_dim_k) and v rows; MLA keeps the normalised latent
-     * (kv_lora_rank) in k and the roped shared key (qk_rope) in v. */
-    void *kv_k, *kv_v;
-    int k_row, v_row; /* elements per token per layer */
-    struct lmoe_scratch s;
+    int n_ctx, n_past, kv_type;
+    /* KV cache (kvcache.h): per layer, n_ctx rows of each part. */
+    struct lmoe_kv_part k, v;
     char err[256];
 };
 
-/* Runs T <= n_batch tokens at positions n_past.. and writes logits rows
- * (every row if all_rows, else the last) into out, if not NULL. */
-int lmoe_forward(struct lmoe_ctx *c, const int32_t *tokens, int T, float *out,
-                 int all_rows);
+/* Makes the step scratch fit contexts of n_ctx tokens (grows only). */
+int lmoe_scratch_reserve(struct lmoe_engine *e, int n_ctx);
+void lmoe_scratch_free(struct lmoe_scratch *s);
+
+/* Runs the T <= n_batch tokens described by e->s.tok_ctx / tok_pos (their
+ * KV rows are written at those positions) and writes the logits of the
+ * n_out token indices in out_rows, in that order, into out. The caller
+ * advances each context's n_past. */
+int lmoe_forward(struct lmoe_engine *e, const int32_t *tokens, int T, float *out,
+                 const int *out_rows, int n_out);
 
 #endif

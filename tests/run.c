@@ -20,6 +20,7 @@ void test_model(void);
 void test_cli(void);
 void test_tokenizer(void);
 void test_sampler(void);
+void test_writer(void);
 void test_chat(void);
 
 static const struct {
@@ -33,6 +34,7 @@ static const struct {
     {"tokenizer", test_tokenizer}, /* BPE and SPM against reference ids */
     {"sampler", test_sampler},     /* token choice */
     {"chat", test_chat},           /* chat formats against jinja2 renders */
+    {"writer", test_writer},   /* GGUF writer round trips through the reader */
     {"cli", test_cli},         /* the leanmoe program's interfaces */
 };
 

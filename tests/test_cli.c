@@ -108,7 +108,8 @@ static void check_logits(void) {
     const float *want = (const float *)(ref + 16 + 4 * n_ids);
     snprintf(path, sizeof path, "/tmp/lmoe_cli_logits_%d.f32", (int)getpid());
     for (int decode = 0; decode < 2; decode++) {
-        snprintf(args, sizeof args, "logits -m %s/golden/models/ds3-q8_0.gguf --ids %s -o %s --kv f32%s",
+        /* The reference kernels: the golden is the exact float computation. */
+        snprintf(args, sizeof args, "logits -m %s/golden/models/ds3-q8_0.gguf --ids %s -o %s --kv f32 --isa ref%s",
                  LMOE_TEST_DIR, ids, path, decode ? " --decode" : "");
         int rc = run(args, out, sizeof out, err, sizeof err);
         CHECKF(rc == 0, "logits failed: %s", err);

@@ -726,6 +726,12 @@ static void test_models(void) {
     build_llama(&b, "gpt2", NULL, NULL, 0);
     expect_model_error(&b, LMOE_ERR_UNSUPPORTED, "architecture 'gpt2' is not supported", NULL,
                        "gpt2");
+    /* a control byte in the architecture does not break the line */
+    build_llama(&b, "gpt2x", NULL, NULL, 0);
+    at = memmem(b.p, b.n, "gpt2x", 5); /* the value, before any key uses it */
+    if (at) at[2] = '\n';
+    expect_model_error(&b, LMOE_ERR_UNSUPPORTED, "architecture 'gp' is not supported", NULL,
+                       "newline in architecture");
     /* a reader error comes through the engine with the file name */
     build_llama(&b, "llama", NULL, NULL, 0);
     b.n -= 4;

@@ -83,6 +83,60 @@ static int run_prompt(lmoe_engine *e, int kv, const struct ref *r, int decode, f
     return rc;
 }
 
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* Median over positions of KL(p_ref || p_got), and the share of positions
+ * whose top token agrees. */
+static void kl_top1(const float *got, const float *ref, int n_pos, int n_vocab, double *kl, double *top1) {
+    double *per = malloc(sizeof(double) * (size_t)n_pos);
+    int same = 0;
+    for (int p = 0; p < n_pos; p++) {
+        const float *a = ref + (size_t)p * n_vocab, *b = got + (size_t)p * n_vocab;
+        double ma = a[0], mb = b[0];
+        for (int i = 1; i < n_vocab; i++) { if (a[i] > ma) ma = a[i]; if (b[i] > mb) mb = b[i]; }
+        double za = 0, zb = 0;
+        for (int i = 0; i < n_vocab; i++) { za += exp(a[i] - ma); zb += exp(b[i] - mb); }
+        double k = 0;
+        for (int i = 0; i < n_vocab; i++) {
+            double la = a[i] - ma - log(za), lb = b[i] - mb - log(zb);
+            k += exp(la) * (la - lb);
+        }
+        per[p] = k;
+        same += argmax(a, n_vocab) == argmax(b, n_vocab);
+    }
+    qsort(per, (size_t)n_pos, sizeof(double), cmp_double);
+    *kl = n_pos % 2 ? per[n_pos / 2] : 0.5 * (per[n_pos / 2 - 1] + per[n_pos / 2]);
+    *top1 = (double)same / n_pos;
+    free(per);
+}
+
+static lmoe_engine *open_golden(const char *gguf, const char *isa, int threads) {
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/golden/models/%s", LMOE_TEST_DIR, gguf);
+    struct lmoe_engine_options eo = {.n_threads = threads, .isa = isa};
+    lmoe_engine *e;
+    if (lmoe_engine_open(&e, path, &eo, err, sizeof err)) {
+        CHECKF(0, "%s: %s", gguf, err);
+        return NULL;
+    }
+    return e;
+}
+
+/* The fast kernels quantize activations to 8 bits for quantized weights,
+ * as llama.cpp does. On these tiny random models that moves logits by a
+ * few percent and can flip a near-tie expert choice at a position, so the
+ * fast path is held to the distribution, not to 1e-3: the median KL per
+ * position against the reference below this (one flipped position does
+ * not dominate a median), and the same top token at most positions. */
+#define FAST_MAX_MEDIAN_KL 0.01
+/* The 8-bit KV cache rounds cached latents to 1/254 of their block's
+ * range: a little coarser than F16, still far below a token flip. */
+#define Q8_KV_MAX_MEDIAN_KL 0.01
+#define FAST_MIN_TOP1 0.75
+
 static void check_case(const char *gguf, const char *refname, double tol, int greedy, const char *desc) {
     char path[1024];
     struct ref r;
@@ -90,13 +144,9 @@ static void check_case(const char *gguf, const char *refname, double tol, int gr
     int ok = ref_load(path, &r) == 0;
     CHECKF(ok, "%s: cannot read reference", refname);
     if (!ok) return;
-    snprintf(path, sizeof path, "%s/golden/models/%s", LMOE_TEST_DIR, gguf);
-    lmoe_engine *e;
-    char err[512];
-    struct lmoe_engine_options eo = {.n_threads = 2};
-    ok = lmoe_engine_open(&e, path, &eo, err, sizeof err) == 0;
-    CHECKF(ok, "%s: %s", gguf, err);
-    if (!ok) { free(r.buf); return; }
+    /* The reference kernels: float activations, the exact computation. */
+    lmoe_engine *e = open_golden(gguf, "ref", 2);
+    if (!e) { free(r.buf); return; }
     CHECKF(lmoe_engine_n_vocab(e) == (int)r.n_vocab, "%s: n_vocab %d, reference %u", gguf,
            lmoe_engine_n_vocab(e), r.n_vocab);
     size_t n = (size_t)r.n_ids * r.n_vocab;
@@ -106,13 +156,17 @@ static void check_case(const char *gguf, const char *refname, double tol, int gr
     CHECK(run_prompt(e, LMOE_KV_F32, &r, 1, dec, &c) == 0);
     CHECK(run_prompt(e, LMOE_KV_F16, &r, 0, f16, NULL) == 0);
     double eb = rel_err(batch, r.logits, n), ed = rel_err(dec, r.logits, n), eh = rel_err(f16, r.logits, n);
+    /* The 8-bit cache: close in distribution to the exact logits. */
+    double kl8 = 0, top8 = 1;
+    CHECK(run_prompt(e, LMOE_KV_Q8, &r, 0, f16, NULL) == 0);
+    kl_top1(f16, r.logits, (int)r.n_ids, (int)r.n_vocab, &kl8, &top8);
+    CHECKF(kl8 <= Q8_KV_MAX_MEDIAN_KL && top8 >= FAST_MIN_TOP1, "%s: q8 kv cache: median KL %.3g, top-1 %.0f%%",
+           gguf, kl8, 100 * top8);
     CHECKF(eb <= tol, "%s (%s): prompt path rel err %.3g > %.3g", gguf, desc, eb, tol);
     CHECKF(ed <= tol, "%s (%s): decode path rel err %.3g > %.3g", gguf, desc, ed, tol);
     CHECKF(eh <= F16_KV_REL_TOL, "%s: f16 kv cache rel err %.3g > %.3g", gguf, eh, F16_KV_REL_TOL);
     CHECKF(rel_err(dec, batch, n) <= 1e-4, "%s: prompt and decode paths differ by %.3g", gguf,
            rel_err(dec, batch, n));
-    if (getenv("LMOE_TEST_VERBOSE"))
-        fprintf(stderr, "  %-22s prompt %.2e decode %.2e f16kv %.2e (tol %.0e)\n", gguf, eb, ed, eh, tol);
     /* Greedy continuation through the decode path. */
     if (greedy && c) {
         float *row = malloc(r.n_vocab * sizeof(float));
@@ -129,13 +183,26 @@ static void check_case(const char *gguf, const char *refname, double tol, int gr
     }
     lmoe_ctx_close(c);
     lmoe_engine_close(e);
-    /* One thread must give bit-identical logits: no cross-thread sums. */
-    eo.n_threads = 1;
-    if (lmoe_engine_open(&e, path, &eo, err, sizeof err) == 0) {
-        CHECK(run_prompt(e, LMOE_KV_F32, &r, 0, dec, NULL) == 0);
+    /* The fast kernels of this CPU: close to the reference, and the same
+     * bits whatever the thread count (no cross-thread sums). */
+    double kl = 0, top1 = 1, ef = 0;
+    if ((e = open_golden(gguf, NULL, 2))) {
+        CHECK(run_prompt(e, LMOE_KV_F16, &r, 0, batch, NULL) == 0);
+        kl_top1(batch, r.logits, (int)r.n_ids, (int)r.n_vocab, &kl, &top1);
+        ef = rel_err(batch, r.logits, n);
+        CHECKF(kl <= FAST_MAX_MEDIAN_KL && top1 >= FAST_MIN_TOP1,
+               "%s: fast kernels: median KL %.3g (max %.3g), top-1 %.0f%% (min %.0f%%)", gguf, kl, FAST_MAX_MEDIAN_KL,
+               100 * top1, 100 * FAST_MIN_TOP1);
+        lmoe_engine_close(e);
+    }
+    if ((e = open_golden(gguf, NULL, 1))) {
+        CHECK(run_prompt(e, LMOE_KV_F16, &r, 0, dec, NULL) == 0);
         CHECKF(memcmp(dec, batch, n * sizeof(float)) == 0, "%s: 1 and 2 threads differ", gguf);
         lmoe_engine_close(e);
     }
+    if (getenv("LMOE_TEST_VERBOSE"))
+        fprintf(stderr, "  %-18s ref: prompt %.1e decode %.1e f16kv %.1e q8kv KL %.1e | fast: rel %.1e KL %.1e top1 %3.0f%%\n",
+                gguf, eb, ed, eh, kl8, ef, kl, 100 * top1);
     free(batch);
     free(dec);
     free(f16);
@@ -179,8 +246,79 @@ static void check_stories(void) {
     lmoe_engine_close(e);
 }
 
+/* Several contexts evaluated in one batched step get exactly the logits
+ * they get alone: prompts of different lengths (one longer than a
+ * micro-batch), then joint decode steps. */
+static void check_batching(const char *gguf) {
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/golden/models/%s", LMOE_TEST_DIR, gguf);
+    lmoe_engine *e;
+    struct lmoe_engine_options eo = {.n_threads = 2};
+    if (lmoe_engine_open(&e, path, &eo, err, sizeof err)) {
+        CHECKF(0, "%s: %s", gguf, err);
+        return;
+    }
+    enum { NS = 3, MAXP = 100, STEPS = 4 };
+    int n_vocab = lmoe_engine_n_vocab(e), lens[NS] = {5, 1, 90};
+    int32_t prompts[NS][MAXP];
+    for (int i = 0; i < NS; i++)
+        for (int j = 0; j < lens[i]; j++) prompts[i][j] = (int32_t)((i * 131 + j * 17 + 3) % n_vocab);
+    float *alone = malloc(sizeof(float) * (size_t)NS * (STEPS + 1) * n_vocab);
+    float *together = malloc(sizeof(float) * (size_t)NS * (STEPS + 1) * n_vocab);
+    /* Alone: each context by itself; decode tokens are fixed, not sampled. */
+    for (int i = 0; i < NS; i++) {
+        lmoe_ctx *c;
+        struct lmoe_ctx_options o = {.n_ctx = 128, .kv_type = LMOE_KV_F16};
+        CHECK(lmoe_ctx_open(&c, e, &o) == 0);
+        CHECK(lmoe_ctx_eval(c, prompts[i], lens[i], alone + (size_t)i * (STEPS + 1) * n_vocab, 0) == 0);
+        for (int st = 0; st < STEPS; st++) {
+            int32_t tok = (int32_t)((st * 7 + i) % n_vocab);
+            CHECK(lmoe_ctx_eval(c, &tok, 1, alone + ((size_t)i * (STEPS + 1) + st + 1) * n_vocab, 0) == 0);
+        }
+        lmoe_ctx_close(c);
+    }
+    lmoe_ctx *cs[NS];
+    for (int i = 0; i < NS; i++) {
+        struct lmoe_ctx_options o = {.n_ctx = 128, .kv_type = LMOE_KV_F16};
+        CHECK(lmoe_ctx_open(&cs[i], e, &o) == 0);
+    }
+    const int32_t *toks[NS];
+    float *outs[NS];
+    for (int i = 0; i < NS; i++) {
+        toks[i] = prompts[i];
+        outs[i] = together + (size_t)i * (STEPS + 1) * n_vocab;
+    }
+    CHECK(lmoe_batch_eval(cs, toks, lens, outs, 0, NS) == 0);
+    for (int st = 0; st < STEPS; st++) {
+        int32_t tk[NS];
+        int ones[NS];
+        for (int i = 0; i < NS; i++) {
+            tk[i] = (int32_t)((st * 7 + i) % n_vocab);
+            toks[i] = &tk[i];
+            ones[i] = 1;
+            outs[i] = together + ((size_t)i * (STEPS + 1) + st + 1) * n_vocab;
+        }
+        CHECK(lmoe_batch_eval(cs, toks, ones, outs, 0, NS) == 0);
+    }
+    CHECKF(!memcmp(alone, together, sizeof(float) * (size_t)NS * (STEPS + 1) * n_vocab),
+           "%s: batched logits differ from solo logits", gguf);
+    /* A context twice in one batch is refused. */
+    lmoe_ctx *dup[2] = {cs[0], cs[0]};
+    int one[2] = {1, 1};
+    int32_t t0 = 0;
+    const int32_t *dt[2] = {&t0, &t0};
+    float *no[2] = {NULL, NULL};
+    CHECK(lmoe_batch_eval(dup, dt, one, no, 0, 2) == LMOE_ERR_ARG);
+    for (int i = 0; i < NS; i++) lmoe_ctx_close(cs[i]);
+    lmoe_engine_close(e);
+    free(alone);
+    free(together);
+}
+
 void test_model(void) {
     check_stories();
+    check_batching("ds3-q8_0.gguf");
+    check_batching("qwen3moe-f32.gguf");
     char path[1024];
     snprintf(path, sizeof path, "%s/golden/models/MANIFEST.txt", LMOE_TEST_DIR);
     FILE *f = fopen(path, "r");

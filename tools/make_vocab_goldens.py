@@ -23,12 +23,17 @@ Two outputs:
 
 The C test uses build/vocab/*.gguf when present and prints "skipped" when not.
 
-Dependencies: the venv at /work/venv (transformers, tokenizers, numpy, and
-torch, which convert_hf_to_gguf.py imports at top level even for
---vocab-only), and the gguf-py vendored with llama.cpp. Run from the
-repository root:
+Dependencies: transformers, tokenizers, numpy (and jinja2, pyyaml,
+sentencepiece that the converter pulls in), plus the gguf-py vendored with
+llama.cpp. convert_hf_to_gguf.py imports torch at top level, but its
+--vocab-only path never calls it: where torch is not installed (CI), this
+script puts a stub module named torch on the converter's path, and the
+output is byte-identical to a run with the real torch (checked here with
+the /work/venv torch 2.15). Run from the repository root:
     /work/venv/bin/python tools/make_vocab_goldens.py [--llama-cpp DIR] [--shared DIR]
-Deterministic: the converter and the tokenizer have no randomness.
+Deterministic: the converter and the tokenizer have no randomness, and the
+staging directory is named after the vocab (the converter derives
+general.name from it).
 """
 
 import argparse
@@ -73,7 +78,32 @@ VOCABS = [
 ]
 
 
-def make_gguf(llama_cpp, shared, out_dir, name, folder, pre, arch, model_type, vocab_size, extra):
+TORCH_STUB = """# Stand-in for torch, for convert_hf_to_gguf.py --vocab-only, which imports
+# torch but does not use it on that path. Every attribute is a dummy.
+import sys, types
+from unittest import mock
+class _Stub(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = mock.MagicMock(name="torch." + name)
+        setattr(self, name, value)
+        return value
+sys.modules[__name__].__class__ = _Stub
+__version__ = "0.0+stub"
+"""
+
+
+def torch_missing():
+    try:
+        import torch  # noqa: F401
+        return False
+    except ImportError:
+        return True
+
+
+def make_gguf(llama_cpp, shared, out_dir, stub_dir, name, folder, pre, arch, model_type,
+              vocab_size, extra):
     """Stage a model directory and run convert_hf_to_gguf.py --vocab-only on it.
 
     The converter names the pre-tokenizer by hashing what the tokenizer does to
@@ -85,7 +115,9 @@ def make_gguf(llama_cpp, shared, out_dir, name, folder, pre, arch, model_type, v
     production files carry."""
     src = os.path.join(shared, "tokenizers", folder)
     out = os.path.join(out_dir, name + ".gguf")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as top:
+        tmp = os.path.join(top, name)  # general.name comes from this name
+        os.mkdir(tmp)
         for f in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(os.path.join(src, f), tmp)
         config = dict(COMMON_CONFIG, architectures=[arch], model_type=model_type,
@@ -93,7 +125,8 @@ def make_gguf(llama_cpp, shared, out_dir, name, folder, pre, arch, model_type, v
         with open(os.path.join(tmp, "config.json"), "w") as fh:
             json.dump(config, fh, indent=1)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.path.join(llama_cpp, "gguf-py") + os.pathsep + env.get("PYTHONPATH", "")
+        paths = ([stub_dir] if stub_dir else []) + [os.path.join(llama_cpp, "gguf-py")]
+        env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
         raw = os.path.join(tmp, "raw.gguf") if pre else out
         cmd = [sys.executable, os.path.join(llama_cpp, "convert_hf_to_gguf.py"),
                "--vocab-only", "--outfile", raw, tmp]
@@ -145,10 +178,20 @@ def main():
     ap.add_argument("--llama-cpp", default=DEFAULT_LLAMA_CPP, help="llama.cpp source tree")
     ap.add_argument("--shared", default=DEFAULT_SHARED, help="the shared data folder")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "vocab"), help="where the GGUFs go")
+    ap.add_argument("--torch-stub", action="store_true",
+                    help="use the torch stub even where torch is installed")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    for v in VOCABS:
-        make_gguf(args.llama_cpp, args.shared, args.out, *v)
+    with tempfile.TemporaryDirectory() as stub_top:
+        stub_dir = None
+        if args.torch_stub or torch_missing():
+            stub_dir = stub_top
+            os.mkdir(os.path.join(stub_dir, "torch"))
+            with open(os.path.join(stub_dir, "torch", "__init__.py"), "w") as fh:
+                fh.write(TORCH_STUB)
+            print("torch: using a stub (the --vocab-only path does not need torch)")
+        for v in VOCABS:
+            make_gguf(args.llama_cpp, args.shared, args.out, stub_dir, *v)
     make_qwen3_out(args.shared)
 
 

@@ -11,7 +11,8 @@ budget, with its own byte-level BPE tokenizer. Then:
 
   1. the HF checkpoint (+ tokenizer) is saved to a temp dir outside the repo
      (--ckpt, default /tmp/leanmoe_builtin_ckpt);
-  2. llama.cpp's convert_hf_to_gguf.py converts it (--outtype, default q8_0)
+  2. llama.cpp's convert_hf_to_gguf.py converts it (--outtype, default f16; f16 weights keep
+     leanmoe on float32 activations, so its logits can be held to 1e-3)
      to models/leanmoe-tiny.gguf, with the pre-tokenizer name forced to
      "gpt-2" (the tokenizer uses the GPT-2 split regex);
   3. tests/golden/models/builtin.ref is written: float32 transformers logits
@@ -34,13 +35,14 @@ of each router (a buffer HF never trains) is updated DeepSeek-V3 style
 (aux-loss-free load balancing): after every step, bias += --bias-rate *
 sign(mean load - load of the expert) over that step's tokens.
 
-With --minutes, the total step count (which the LR schedule needs) is
-estimated from the timing of the first steps and then fixed; it is printed,
-and --steps N reproduces the same schedule without the clock (--steps wins).
+With --minutes (default), training stops when the wall-clock budget is spent
+and the cosine runs over elapsed time / budget, so the step count depends on
+the machine's speed and load (it is printed). With --steps N the cosine runs
+over N steps instead (no clock; seeded and repeatable on one machine).
 
 Command line (from the repository root):
   /work/venv/bin/python tools/train_builtin.py [--minutes 15] [--steps N]
-      [--seed 1234] [--outtype q8_0] [--out models/leanmoe-tiny.gguf]
+      [--seed 1234] [--outtype f16] [--out models/leanmoe-tiny.gguf]
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+import os
+
+# several processes share the cores: busy-waiting OpenMP threads make every
+# torch op stall behind a descheduled sibling (10x slower steps), so sleep instead
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
@@ -76,7 +84,7 @@ PROMPTS = [
 
 def model_config(vocab):
     return dict(
-        vocab_size=vocab, hidden_size=256, intermediate_size=768, moe_intermediate_size=256,
+        vocab_size=vocab, hidden_size=256, intermediate_size=640, moe_intermediate_size=160,
         num_hidden_layers=4, first_k_dense_replace=1,
         num_attention_heads=8, num_key_value_heads=8,
         q_lora_rank=128, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
@@ -126,12 +134,12 @@ def main():
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=60)
     ap.add_argument("--bias-rate", type=float, default=1e-3)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--outtype", default="q8_0")
+    ap.add_argument("--outtype", default="f16")
     ap.add_argument("--out", type=Path, default=REPO / "models/leanmoe-tiny.gguf")
     ap.add_argument("--ref", type=Path, default=REPO / "tests/golden/models/builtin.ref")
     ap.add_argument("--ckpt", type=Path, default=Path("/tmp/leanmoe_builtin_ckpt"))
@@ -214,32 +222,31 @@ def main():
             model.train()
             return tot / len(val_batches)
 
-        def lr_at(step, total):
+        def lr_at(step, progress):
+            """linear warmup over --warmup steps, then cosine to 10% over progress 0..1"""
             if step < args.warmup:
                 return args.lr * (step + 1) / args.warmup
-            p = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
-            return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+            return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
-        total = args.steps if args.steps > 0 else 10 ** 9
+        budget = args.minutes * 60.0
+        total = args.steps
+
+        def progress(step):
+            # with --steps the schedule runs over steps, otherwise over the wall-clock budget
+            return step / total if total > 0 else (time.time() - t_start) / budget
+
+        def done(step):
+            return step >= total if total > 0 else time.time() - t_start >= budget
+
         model.train()
         t_start = time.time()
-        t_probe = None
         step = 0
         ema = None
         history = []
-        while step < total:
-            if args.steps <= 0:
-                if step == 5:
-                    t_probe = time.time()
-                elif step == 25:
-                    per = (time.time() - t_probe) / 20
-                    # eval costs ~ one step per eval batch, every eval_every steps
-                    per_eff = per * (1 + 8 * 0.4 / args.eval_every)
-                    total = max(30, int((args.minutes * 60 - (time.time() - t_start)) / per_eff) + step)
-                    print(f"step time {per:.3f}s -> total steps {total} (reproduce with --steps {total})",
-                          flush=True)
+        while not done(step):
+            lr = lr_at(step, progress(step))
             for gp in opt.param_groups:
-                gp["lr"] = lr_at(step, total)
+                gp["lr"] = lr
             x, y = batch(train_ids, args.batch, gen)
             for ld in loads:
                 ld.zero_()
@@ -255,13 +262,14 @@ def main():
             lv = loss.item()
             ema = lv if ema is None else 0.95 * ema + 0.05 * lv
             step += 1
-            if step % args.eval_every == 0 or step == total:
+            if step % args.eval_every == 0:
                 vl = evaluate()
-                history.append((step, lv, ema, vl))
                 el = time.time() - t_start
-                print(f"step {step:5d}/{total} lr {lr_at(step - 1, total):.2e} loss {lv:.4f} (ema {ema:.4f}) "
+                history.append((step, round(el, 1), lv, ema, vl))
+                print(f"step {step:5d} lr {lr:.2e} loss {lv:.4f} (ema {ema:.4f}) "
                       f"val {vl:.4f}  {el / 60:.1f} min", flush=True)
         train_time = time.time() - t_start
+        last_loads = [(ld / ld.sum()).tolist() for ld in loads]
         final_val = evaluate()
         # final training loss: mean over 8 fresh training batches with the final weights
         model.eval()
@@ -277,12 +285,12 @@ def main():
               f"({train_time / 60:.1f} min); final train loss {final_train:.4f}, val loss {final_val:.4f} "
               f"(nats/token)", flush=True)
         print("router biases:", [[round(v, 3) for v in r.e_score_correction_bias.tolist()] for r in routers])
-        print("expert loads (last step):", [ld.int().tolist() for ld in loads])
+        print("expert load fractions (last step):", [[round(v, 3) for v in ld] for ld in last_loads])
         model.config._attn_implementation = "eager"
         model.save_pretrained(str(ckpt))
         (ckpt / "train_summary.json").write_text(json.dumps(dict(
             args={k: str(v) for k, v in vars(args).items()}, steps=step, train_seconds=train_time,
-            final_train_loss=final_train, final_val_loss=final_val, params=n_params, history=history), indent=1))
+            final_train_loss=final_train, final_val_loss=final_val, params=n_params, router_bias=[r.e_score_correction_bias.tolist() for r in routers], history=history), indent=1))
 
     # ---------------------------------------------------------------- convert
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -274,6 +274,7 @@ static void free_contents(struct gguf_file *f) {
         for (uint64_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     free(f->kv);
     free(f->tensors);
+    free(f->by_name);
 }
 
 void gguf_close(struct gguf_file *f) {
@@ -312,7 +313,7 @@ static int check_tensors(struct gguf_file *f, char *err, size_t errlen) {
                              t->name, f->data_offset + t->offset + t->nbytes, f->size);
         t->data = f->base + f->data_offset + t->offset;
     }
-    if (f->n_tensors < 2) return 0;
+    if (f->n_tensors == 0) return 0;
     struct gguf_tensor **order = malloc(f->n_tensors * sizeof(*order));
     if (!order) return lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "gguf: out of memory");
     for (uint64_t i = 0; i < f->n_tensors; i++) order[i] = &f->tensors[i];
@@ -329,7 +330,10 @@ static int check_tensors(struct gguf_file *f, char *err, size_t errlen) {
         if (!strcmp(order[i - 1]->name, order[i]->name))
             rc = lmoe_errf(err, errlen, LMOE_ERR_FORMAT,
                            "gguf: tensor '%s' appears twice", order[i]->name);
-    free(order);
+    /* Kept sorted by name: gguf_find_tensor searches it in O(log n), so
+     * binding thousands of tensors stays fast even for a crafted file. */
+    if (rc) free(order);
+    else f->by_name = order;
     return rc;
 }
 
@@ -440,8 +444,14 @@ const struct gguf_kv *gguf_find_kv(const struct gguf_file *f, const char *key) {
 }
 
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *f, const char *name) {
-    for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
+    size_t lo = 0, hi = f->by_name ? f->n_tensors : 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(f->by_name[mid]->name, name);
+        if (c == 0) return f->by_name[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
     return NULL;
 }
 

@@ -77,6 +77,7 @@ struct gguf_file {
     struct gguf_kv *kv;
     uint64_t n_tensors;
     struct gguf_tensor *tensors;
+    struct gguf_tensor **by_name; /* owned; tensors sorted by name, for lookups */
     uint32_t alignment;
     uint64_t data_offset;
 };

@@ -57,8 +57,7 @@ static void quantize_act_ref(uint32_t act_type, const float *x, void *dst, int n
     else if (act_type == LMOE_DTYPE_Q8_K) lmoe_quantize_row_q8_K(x, dst, n);
 }
 
-/* The reference vec_dot entries, shared with the ISA tables for the types
- * they do not speed up. */
+/* The reference vec_dot entries (quant_dot.c), by weight type. */
 #define VEC_DOT_REF_ENTRIES                             \
     [LMOE_DTYPE_F32] = lmoe_vec_dot_f32_f32,            \
     [LMOE_DTYPE_F16] = lmoe_vec_dot_f16_f32,            \

@@ -23,6 +23,15 @@
 #define LMOE_YARN_BETA_FAST 32.0f
 #define LMOE_YARN_BETA_SLOW 1.0f
 
+/* How much of a file string to quote in an error line: at most max bytes,
+ * and none from the first control byte on, so the message stays one line. */
+static int quote_len(struct gguf_str s, int max) {
+    int n = 0;
+    while ((uint64_t)n < s.len && n < max && (unsigned char)s.ptr[n] >= 0x20 && s.ptr[n] != 0x7f)
+        n++;
+    return n;
+}
+
 struct loader {
     const struct gguf_file *f;
     const char *arch; /* key prefix */
@@ -140,7 +149,7 @@ static int load_rope(struct loader *l, struct lmoe_hparams *hp) {
     if (!(type.len == 4 && !memcmp(type.ptr, "yarn", 4)))
         return lmoe_errf(l->err, l->errlen, LMOE_ERR_UNSUPPORTED,
                          "model: rope scaling type '%.*s' is not supported",
-                         (int)type.len, type.ptr);
+                         quote_len(type, 64), type.ptr);
     hp->rope_yarn = 1;
     if ((rc = key_u32(l, "rope.scaling.original_context_length", &hp->rope_orig_ctx,
                       hp->n_ctx_train)))
@@ -377,7 +386,7 @@ int lmoe_model_load(struct lmoe_model *m, const struct gguf_file *f, char *err, 
         return lmoe_errf(err, errlen, LMOE_ERR_UNSUPPORTED,
                          "model: architecture '%.*s' is not supported (llama, qwen2, "
                          "qwen3, qwen3moe, deepseek2 are)",
-                         (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+                         quote_len(arch, 64), arch.ptr);
     snprintf(m->arch_name, sizeof m->arch_name, "%s", archs[found].name);
     struct lmoe_hparams *hp = &m->hp;
     hp->arch = archs[found].arch;
@@ -436,12 +445,19 @@ static uint64_t numel(const struct lmoe_tensor *t) {
     return t->data ? (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]) : 0;
 }
 
-void lmoe_model_count_params(const struct lmoe_model *m, uint64_t *total, uint64_t *active) {
+static uint64_t nbytes(const struct lmoe_tensor *t) {
+    return t->data ? (uint64_t)t->row_bytes * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]) : 0;
+}
+
+void lmoe_model_count_params(const struct lmoe_model *m, uint64_t *total, uint64_t *active,
+                             uint64_t *bytes_active) {
     /* Every weight of a layer but the routed experts counts for every token;
-     * of the routed experts, n_expert_used of n_expert do. */
-    uint64_t all = numel(&m->tok_embd) + numel(&m->output_norm), act;
+     * of the routed experts, n_expert_used of n_expert do. Of the token
+     * embedding a decode step reads one row. */
+    uint64_t all = numel(&m->tok_embd) + numel(&m->output_norm), act, bytes;
     if (m->output.data != m->tok_embd.data) all += numel(&m->output);
     act = all;
+    bytes = m->tok_embd.row_bytes + nbytes(&m->output_norm) + nbytes(&m->output);
     for (int il = 0; il < m->hp.n_layer; il++) {
         const struct lmoe_layer *L = &m->layers[il];
         const struct lmoe_tensor *ts[] = {
@@ -453,12 +469,17 @@ void lmoe_model_count_params(const struct lmoe_model *m, uint64_t *total, uint64
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
             all += numel(ts[i]);
             act += numel(ts[i]);
+            bytes += nbytes(ts[i]);
         }
         uint64_t experts = numel(&L->gate_exps) + numel(&L->up_exps) + numel(&L->down_exps);
+        uint64_t expert_bytes = nbytes(&L->gate_exps) + nbytes(&L->up_exps) + nbytes(&L->down_exps);
         all += experts;
-        if (L->is_moe && m->hp.n_expert)
+        if (L->is_moe && m->hp.n_expert) {
             act += experts / (uint64_t)m->hp.n_expert * (uint64_t)m->hp.n_expert_used;
+            bytes += expert_bytes / (uint64_t)m->hp.n_expert * (uint64_t)m->hp.n_expert_used;
+        }
     }
     *total = all;
     *active = act;
+    *bytes_active = bytes;
 }

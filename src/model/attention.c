@@ -17,88 +17,64 @@
 #include "model/attention.h"
 #include "quant/quant.h"
 
-/* Cache rows are F16 or F32; these read and write one row either way. */
-static void *kv_row(void *base, int kv_type, size_t row) {
-    return (uint8_t *)base + row * (kv_type == LMOE_KV_F16 ? 2 : 4);
-}
-
-static void kv_store(const struct lmoe_ctx *c, void *base, size_t off, const float *src, int n) {
-    void *dst = kv_row(base, c->kv_type, off);
-    if (c->kv_type == LMOE_KV_F16) c->e->compute.k->f32_to_f16(dst, src, n);
-    else memcpy(dst, src, sizeof(float) * (size_t)n);
-}
-
-static float kv_dot(const struct lmoe_ctx *c, const void *base, size_t off, const float *q, int n) {
-    const void *row = kv_row((void *)base, c->kv_type, off);
-    const struct lmoe_kernels *k = c->e->compute.k;
-    return c->kv_type == LMOE_KV_F16 ? k->dot_f16_f32(row, q, n) : k->dot_f32(row, q, n);
-}
-
-static void kv_axpy(const struct lmoe_ctx *c, float *y, float a, const void *base, size_t off, int n) {
-    const void *row = kv_row((void *)base, c->kv_type, off);
-    const struct lmoe_kernels *k = c->e->compute.k;
-    if (c->kv_type == LMOE_KV_F16) k->axpy_f16(y, a, row, n);
-    else k->axpy_f32(y, a, row, n);
-}
-
 /* ---- grouped-query attention --------------------------------------------- */
 
-struct gqa_job {
-    struct lmoe_ctx *c;
-    int il, pos0;
+struct att_job {
+    struct lmoe_engine *e;
+    int il;
 };
 
-/* Items are (token, head) pairs: softmax(q.K^T * scale) V over the cache. */
+/* Items are (token, head) pairs: softmax(q.K^T * scale) V over the cache of
+ * the token's own context, positions 0..pos. */
 static void gqa_heads(void *arg, int i0, int i1, int ith) {
-    struct gqa_job *j = arg;
-    struct lmoe_ctx *c = j->c;
-    const struct lmoe_hparams *hp = &c->e->model.hp;
+    struct att_job *j = arg;
+    struct lmoe_scratch *s = &j->e->s;
+    const struct lmoe_hparams *hp = &j->e->model.hp;
     int hd = hp->head_dim_k, hv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
-    float *att = c->s.att + (size_t)ith * (size_t)c->n_ctx;
-    size_t layer_k = (size_t)j->il * c->n_ctx * c->k_row, layer_v = (size_t)j->il * c->n_ctx * c->v_row;
+    float *att = s->att + (size_t)ith * (size_t)s->n_ctx_max;
     for (int i = i0; i < i1; i++) {
-        int t = i / hp->n_head, h = i % hp->n_head, kvh = h / group, n = j->pos0 + t + 1;
-        const float *q = c->s.q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
-        for (int p = 0; p < n; p++)
-            att[p] = kv_dot(c, c->kv_k, layer_k + (size_t)p * c->k_row + (size_t)kvh * hd, q, hd) * hp->kq_scale;
+        int t = i / hp->n_head, h = i % hp->n_head, kvh = h / group, n = s->tok_pos[t] + 1;
+        const struct lmoe_ctx *c = s->tok_ctx[t];
+        const float *q = s->q + (size_t)t * hp->n_head * hd + (size_t)h * hd;
+        for (int p = 0; p < n; p++) att[p] = lmoe_kv_dot(c, &c->k, j->il, p, kvh * hd, q, hd) * hp->kq_scale;
         op_softmax(att, n);
-        float *out = c->s.heads + (size_t)t * hp->n_head * hv + (size_t)h * hv;
+        float *out = s->heads + (size_t)t * hp->n_head * hv + (size_t)h * hv;
         memset(out, 0, sizeof(float) * (size_t)hv);
-        for (int p = 0; p < n; p++)
-            kv_axpy(c, out, att[p], c->kv_v, layer_v + (size_t)p * c->v_row + (size_t)kvh * hv, hv);
+        for (int p = 0; p < n; p++) lmoe_kv_axpy(c, &c->v, j->il, p, kvh * hv, att[p], out, hv);
     }
 }
 
-void lmoe_attention_gqa(struct lmoe_ctx *c, int il, int T, int pos0) {
-    struct lmoe_engine *e = c->e;
+void lmoe_attention_gqa(struct lmoe_engine *e, int il, int T) {
     const struct lmoe_hparams *hp = &e->model.hp;
     const struct lmoe_layer *L = &e->model.layers[il];
     struct lmoe_compute *cp = &e->compute;
+    struct lmoe_scratch *s = &e->s;
     int hd = hp->head_dim_k, hv = hp->head_dim_v;
     int nq = hp->n_head * hd, nk = hp->n_head_kv * hd, nv = hp->n_head_kv * hv;
-    op_matmul(cp, &L->wq, 0, c->s.xn, hp->n_embd, T, c->s.q, nq);
-    op_matmul(cp, &L->wk, 0, c->s.xn, hp->n_embd, T, c->s.k, nk);
-    op_matmul(cp, &L->wv, 0, c->s.xn, hp->n_embd, T, c->s.v, nv);
+    op_matmul(cp, &L->wq, 0, s->xn, hp->n_embd, T, s->q, nq);
+    op_matmul(cp, &L->wk, 0, s->xn, hp->n_embd, T, s->k, nk);
+    op_matmul(cp, &L->wv, 0, s->xn, hp->n_embd, T, s->v, nv);
     for (int t = 0; t < T; t++) {
-        float *q = c->s.q + (size_t)t * nq, *k = c->s.k + (size_t)t * nk, *v = c->s.v + (size_t)t * nv;
+        float *q = s->q + (size_t)t * nq, *k = s->k + (size_t)t * nk, *v = s->v + (size_t)t * nv;
+        int pos = s->tok_pos[t];
         if (L->bq.data) for (int i = 0; i < nq; i++) q[i] += ((const float *)L->bq.data)[i];
         if (L->bk.data) for (int i = 0; i < nk; i++) k[i] += ((const float *)L->bk.data)[i];
         if (L->bv.data) for (int i = 0; i < nv; i++) v[i] += ((const float *)L->bv.data)[i];
         for (int h = 0; h < hp->n_head; h++) {
             if (L->q_norm.data) op_rmsnorm(q + h * hd, q + h * hd, L->q_norm.data, hd, hp->rms_eps);
-            op_rope(q + h * hd, hp->n_rot, pos0 + t, hp->rope_mode, e->rope_freqs, hp->rope_mag);
+            op_rope(q + h * hd, hp->n_rot, pos, hp->rope_mode, e->rope_freqs, hp->rope_mag);
         }
         for (int h = 0; h < hp->n_head_kv; h++) {
             if (L->k_norm.data) op_rmsnorm(k + h * hd, k + h * hd, L->k_norm.data, hd, hp->rms_eps);
-            op_rope(k + h * hd, hp->n_rot, pos0 + t, hp->rope_mode, e->rope_freqs, hp->rope_mag);
+            op_rope(k + h * hd, hp->n_rot, pos, hp->rope_mode, e->rope_freqs, hp->rope_mag);
         }
-        size_t row = (size_t)il * c->n_ctx + (size_t)(pos0 + t);
-        kv_store(c, c->kv_k, row * c->k_row, k, nk);
-        kv_store(c, c->kv_v, row * c->v_row, v, nv);
+        const struct lmoe_ctx *c = s->tok_ctx[t];
+        lmoe_kv_store(c, &c->k, il, pos, k);
+        lmoe_kv_store(c, &c->v, il, pos, v);
     }
-    struct gqa_job j = {c, il, pos0};
+    struct att_job j = {e, il};
     lmoe_pool_for(cp->pool, T * hp->n_head, 1, gqa_heads, &j);
-    op_matmul(cp, &L->wo, 0, c->s.heads, hp->n_head * hv, T, c->s.attn_out, hp->n_embd);
+    op_matmul(cp, &L->wo, 0, s->heads, hp->n_head * hv, T, s->attn_out, hp->n_embd);
 }
 
 /* ---- multi-head latent attention ----------------------------------------- */
@@ -111,92 +87,89 @@ static struct lmoe_tensor row_view(const struct lmoe_tensor *w, int r0, int n) {
     return v;
 }
 
-struct mla_job {
-    struct lmoe_ctx *c;
-    int il, pos0;
-};
-
 /* Items are (token, head) pairs. Scores come from the absorbed query
  * against the latent plus the rope part against the shared key; the output
  * is the attention-weighted latent, projected by W_v afterwards. */
 static void mla_heads(void *arg, int i0, int i1, int ith) {
-    struct mla_job *j = arg;
-    struct lmoe_ctx *c = j->c;
-    const struct lmoe_hparams *hp = &c->e->model.hp;
+    struct att_job *j = arg;
+    struct lmoe_scratch *s = &j->e->s;
+    const struct lmoe_hparams *hp = &j->e->model.hp;
     int nh = hp->n_head, r = hp->kv_lora_rank, qk = hp->qk_nope + hp->qk_rope;
-    float *att = c->s.att + (size_t)ith * (size_t)c->n_ctx;
-    size_t layer = (size_t)j->il * c->n_ctx;
+    float *att = s->att + (size_t)ith * (size_t)s->n_ctx_max;
     for (int i = i0; i < i1; i++) {
-        int t = i / nh, h = i % nh, n = j->pos0 + t + 1;
-        const float *q_abs = c->s.q_abs + ((size_t)t * nh + h) * r;
-        const float *q_pe = c->s.q + (size_t)t * nh * qk + (size_t)h * qk + hp->qk_nope;
+        int t = i / nh, h = i % nh, n = s->tok_pos[t] + 1;
+        const struct lmoe_ctx *c = s->tok_ctx[t];
+        const float *q_abs = s->q_abs + ((size_t)t * nh + h) * r;
+        const float *q_pe = s->q + (size_t)t * nh * qk + (size_t)h * qk + hp->qk_nope;
         for (int p = 0; p < n; p++)
-            att[p] = (kv_dot(c, c->kv_k, (layer + p) * c->k_row, q_abs, r) +
-                      kv_dot(c, c->kv_v, (layer + p) * c->v_row, q_pe, hp->qk_rope)) * hp->kq_scale;
+            att[p] = (lmoe_kv_dot(c, &c->k, j->il, p, 0, q_abs, r) +
+                      lmoe_kv_dot(c, &c->v, j->il, p, 0, q_pe, hp->qk_rope)) * hp->kq_scale;
         op_softmax(att, n);
-        float *lat = c->s.lat + ((size_t)t * nh + h) * r;
+        float *lat = s->lat + ((size_t)t * nh + h) * r;
         memset(lat, 0, sizeof(float) * (size_t)r);
-        for (int p = 0; p < n; p++) kv_axpy(c, lat, att[p], c->kv_k, (layer + p) * c->k_row, r);
+        for (int p = 0; p < n; p++) lmoe_kv_axpy(c, &c->k, j->il, p, 0, att[p], lat, r);
     }
 }
 
 /* q_abs[t][h] = W_k_h^T q_nope[t][h] from the joined kv_b, whose rows
  * h*(nope+v) .. +nope are W_k_h: a weighted sum of those rows. */
-static void absorb_joined(struct lmoe_ctx *c, const struct lmoe_layer *L, int T) {
-    const struct lmoe_hparams *hp = &c->e->model.hp;
-    struct lmoe_compute *cp = &c->e->compute;
+static void absorb_joined(struct lmoe_engine *e, const struct lmoe_layer *L, int T) {
+    const struct lmoe_hparams *hp = &e->model.hp;
+    struct lmoe_compute *cp = &e->compute;
+    struct lmoe_scratch *s = &e->s;
     int nh = hp->n_head, r = hp->kv_lora_rank, qk = hp->qk_nope + hp->qk_rope;
     float *row = cp->row_scratch; /* single-threaded here: thread 0's slot */
-    memset(c->s.q_abs, 0, sizeof(float) * (size_t)T * nh * r);
+    memset(s->q_abs, 0, sizeof(float) * (size_t)T * nh * r);
     for (int h = 0; h < nh; h++)
         for (int i = 0; i < hp->qk_nope; i++) {
             op_get_row(cp, &L->wkv_b, 0, h * (hp->qk_nope + hp->v_head_dim) + i, row);
             for (int t = 0; t < T; t++)
-                cp->k->axpy_f32(c->s.q_abs + ((size_t)t * nh + h) * r,
-                                c->s.q[(size_t)t * nh * qk + (size_t)h * qk + i], row, r);
+                cp->k->axpy_f32(s->q_abs + ((size_t)t * nh + h) * r, s->q[(size_t)t * nh * qk + (size_t)h * qk + i],
+                                row, r);
         }
 }
 
-void lmoe_attention_mla(struct lmoe_ctx *c, int il, int T, int pos0) {
-    struct lmoe_engine *e = c->e;
+void lmoe_attention_mla(struct lmoe_engine *e, int il, int T) {
     const struct lmoe_hparams *hp = &e->model.hp;
     const struct lmoe_layer *L = &e->model.layers[il];
     struct lmoe_compute *cp = &e->compute;
+    struct lmoe_scratch *s = &e->s;
     int nh = hp->n_head, r = hp->kv_lora_rank, qk = hp->qk_nope + hp->qk_rope, vd = hp->v_head_dim;
     if (hp->q_lora_rank > 0) {
-        op_matmul(cp, &L->wq_a, 0, c->s.xn, hp->n_embd, T, c->s.qa, hp->q_lora_rank);
+        op_matmul(cp, &L->wq_a, 0, s->xn, hp->n_embd, T, s->qa, hp->q_lora_rank);
         for (int t = 0; t < T; t++)
-            op_rmsnorm(c->s.qa + (size_t)t * hp->q_lora_rank, c->s.qa + (size_t)t * hp->q_lora_rank,
-                       L->q_a_norm.data, hp->q_lora_rank, hp->rms_eps);
-        op_matmul(cp, &L->wq_b, 0, c->s.qa, hp->q_lora_rank, T, c->s.q, nh * qk);
+            op_rmsnorm(s->qa + (size_t)t * hp->q_lora_rank, s->qa + (size_t)t * hp->q_lora_rank, L->q_a_norm.data,
+                       hp->q_lora_rank, hp->rms_eps);
+        op_matmul(cp, &L->wq_b, 0, s->qa, hp->q_lora_rank, T, s->q, nh * qk);
     } else {
-        op_matmul(cp, &L->wq, 0, c->s.xn, hp->n_embd, T, c->s.q, nh * qk);
+        op_matmul(cp, &L->wq, 0, s->xn, hp->n_embd, T, s->q, nh * qk);
     }
-    op_matmul(cp, &L->wkv_a_mqa, 0, c->s.xn, hp->n_embd, T, c->s.kva, r + hp->qk_rope);
+    op_matmul(cp, &L->wkv_a_mqa, 0, s->xn, hp->n_embd, T, s->kva, r + hp->qk_rope);
     for (int t = 0; t < T; t++) {
-        float *kva = c->s.kva + (size_t)t * (r + hp->qk_rope);
+        float *kva = s->kva + (size_t)t * (r + hp->qk_rope);
+        int pos = s->tok_pos[t];
         op_rmsnorm(kva, kva, L->kv_a_norm.data, r, hp->rms_eps);
-        op_rope(kva + r, hp->qk_rope, pos0 + t, LMOE_ROPE_NORM, e->rope_freqs, hp->rope_mag);
+        op_rope(kva + r, hp->qk_rope, pos, LMOE_ROPE_NORM, e->rope_freqs, hp->rope_mag);
         for (int h = 0; h < nh; h++)
-            op_rope(c->s.q + (size_t)t * nh * qk + (size_t)h * qk + hp->qk_nope, hp->qk_rope,
-                    pos0 + t, LMOE_ROPE_NORM, e->rope_freqs, hp->rope_mag);
-        size_t row = (size_t)il * c->n_ctx + (size_t)(pos0 + t);
-        kv_store(c, c->kv_k, row * c->k_row, kva, r);
-        kv_store(c, c->kv_v, row * c->v_row, kva + r, hp->qk_rope);
+            op_rope(s->q + (size_t)t * nh * qk + (size_t)h * qk + hp->qk_nope, hp->qk_rope, pos, LMOE_ROPE_NORM,
+                    e->rope_freqs, hp->rope_mag);
+        const struct lmoe_ctx *c = s->tok_ctx[t];
+        lmoe_kv_store(c, &c->k, il, pos, kva);
+        lmoe_kv_store(c, &c->v, il, pos, kva + r);
     }
     /* Absorb W_k into the query. */
     if (L->wk_b.data) {
         for (int h = 0; h < nh; h++)
-            op_matmul(cp, &L->wk_b, h, c->s.q + (size_t)h * qk, nh * qk, T, c->s.q_abs + (size_t)h * r, nh * r);
+            op_matmul(cp, &L->wk_b, h, s->q + (size_t)h * qk, nh * qk, T, s->q_abs + (size_t)h * r, nh * r);
     } else {
-        absorb_joined(c, L, T);
+        absorb_joined(e, L, T);
     }
-    struct mla_job j = {c, il, pos0};
+    struct att_job j = {e, il};
     lmoe_pool_for(cp->pool, T * nh, 1, mla_heads, &j);
     /* Project each head's latent through W_v. */
     for (int h = 0; h < nh; h++) {
-        float *out = c->s.heads + (size_t)h * vd;
-        const float *lat = c->s.lat + (size_t)h * r;
+        float *out = s->heads + (size_t)h * vd;
+        const float *lat = s->lat + (size_t)h * r;
         if (L->wv_b.data) {
             op_matmul(cp, &L->wv_b, h, lat, nh * r, T, out, nh * vd);
         } else {
@@ -204,5 +177,5 @@ void lmoe_attention_mla(struct lmoe_ctx *c, int il, int T, int pos0) {
             op_matmul(cp, &wv, 0, lat, nh * r, T, out, nh * vd);
         }
     }
-    op_matmul(cp, &L->wo, 0, c->s.heads, nh * vd, T, c->s.attn_out, hp->n_embd);
+    op_matmul(cp, &L->wo, 0, s->heads, nh * vd, T, s->attn_out, hp->n_embd);
 }

@@ -1,14 +1,14 @@
 /*
- * attention.h - self-attention over the context's KV cache. Both read
- * c->s.xn (normalised input, T rows) and write c->s.attn_out, after storing
- * the T new tokens at positions pos0.. in the cache of layer il.
+ * attention.h - self-attention over the KV caches. Both read e->s.xn (the
+ * normalised input, T rows) and write e->s.attn_out, after storing token t
+ * at position e->s.tok_pos[t] of context e->s.tok_ctx[t]'s cache of layer il.
  */
 #ifndef LMOE_ATTENTION_H
 #define LMOE_ATTENTION_H
 
-struct lmoe_ctx;
+struct lmoe_engine;
 
-void lmoe_attention_gqa(struct lmoe_ctx *c, int il, int T, int pos0);
-void lmoe_attention_mla(struct lmoe_ctx *c, int il, int T, int pos0);
+void lmoe_attention_gqa(struct lmoe_engine *e, int il, int T);
+void lmoe_attention_mla(struct lmoe_engine *e, int il, int T);
 
 #endif

@@ -101,9 +101,10 @@ int lmoe_model_load(struct lmoe_model *m, const struct gguf_file *f, char *err,
                     size_t errlen);
 void lmoe_model_free(struct lmoe_model *m);
 
-/* Parameters in the file, and parameters used per token (all shared weights
- * plus n_expert_used of the routed experts). */
+/* Parameters of the model, parameters used per token (all shared weights
+ * plus n_expert_used of the routed experts), and the bytes of weights one
+ * decode step reads (the same, in their stored types). */
 void lmoe_model_count_params(const struct lmoe_model *m, uint64_t *total,
-                             uint64_t *active);
+                             uint64_t *active, uint64_t *bytes_active);
 
 #endif

@@ -12,19 +12,20 @@
 #include "model/moe.h"
 
 /* out[t] = down(silu(gate x[t]) * up x[t]) for T rows of x. */
-static void swiglu(struct lmoe_ctx *c, const struct lmoe_tensor *gate, const struct lmoe_tensor *up,
+static void swiglu(struct lmoe_engine *e, const struct lmoe_tensor *gate, const struct lmoe_tensor *up,
                    const struct lmoe_tensor *down, int expert, const float *x, int T, float *out) {
-    struct lmoe_compute *cp = &c->e->compute;
-    int n_embd = c->e->model.hp.n_embd, n_ff = (int)gate->ne[1];
-    op_matmul(cp, gate, expert, x, n_embd, T, c->s.gate, n_ff);
-    op_matmul(cp, up, expert, x, n_embd, T, c->s.up, n_ff);
-    for (size_t i = 0; i < (size_t)T * n_ff; i++) c->s.gate[i] = op_silu(c->s.gate[i]) * c->s.up[i];
-    op_matmul(cp, down, expert, c->s.gate, n_ff, T, out, n_embd);
+    struct lmoe_compute *cp = &e->compute;
+    struct lmoe_scratch *s = &e->s;
+    int n_embd = e->model.hp.n_embd, n_ff = (int)gate->ne[1];
+    op_matmul(cp, gate, expert, x, n_embd, T, s->gate, n_ff);
+    op_matmul(cp, up, expert, x, n_embd, T, s->up, n_ff);
+    for (size_t i = 0; i < (size_t)T * n_ff; i++) s->gate[i] = op_silu(s->gate[i]) * s->up[i];
+    op_matmul(cp, down, expert, s->gate, n_ff, T, out, n_embd);
 }
 
-void lmoe_ffn_dense(struct lmoe_ctx *c, int il, int T) {
-    const struct lmoe_layer *L = &c->e->model.layers[il];
-    swiglu(c, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, c->s.xn, T, c->s.ffn_out);
+void lmoe_ffn_dense(struct lmoe_engine *e, int il, int T) {
+    const struct lmoe_layer *L = &e->model.layers[il];
+    swiglu(e, &L->ffn_gate, &L->ffn_up, &L->ffn_down, 0, e->s.xn, T, e->s.ffn_out);
 }
 
 /* Chooses n_expert_used experts for one token from router logits, filling
@@ -84,37 +85,36 @@ static void route_token(const struct lmoe_hparams *hp, const float *bias, float 
     }
 }
 
-void lmoe_ffn_moe(struct lmoe_ctx *c, int il, int T) {
-    struct lmoe_engine *e = c->e;
+void lmoe_ffn_moe(struct lmoe_engine *e, int il, int T) {
     const struct lmoe_hparams *hp = &e->model.hp;
     const struct lmoe_layer *L = &e->model.layers[il];
+    struct lmoe_scratch *s = &e->s;
     int ne = hp->n_expert, k = hp->n_expert_used, n_embd = hp->n_embd;
-    op_matmul(&e->compute, &L->gate_inp, 0, c->s.xn, n_embd, T, c->s.router, ne);
+    op_matmul(&e->compute, &L->gate_inp, 0, s->xn, n_embd, T, s->router, ne);
     for (int t = 0; t < T; t++)
-        route_token(hp, L->exp_probs_b.data, c->s.router + (size_t)t * ne, c->s.sel_ids + (size_t)t * k,
-                    c->s.sel_w + (size_t)t * k);
+        route_token(hp, L->exp_probs_b.data, s->router + (size_t)t * ne, s->sel_ids + (size_t)t * k,
+                    s->sel_w + (size_t)t * k);
     /* Shared experts (or nothing) first, then each routed expert adds its
      * weighted output for the tokens that chose it. */
     if (L->gate_shexp.data)
-        swiglu(c, &L->gate_shexp, &L->up_shexp, &L->down_shexp, 0, c->s.xn, T, c->s.ffn_out);
+        swiglu(e, &L->gate_shexp, &L->up_shexp, &L->down_shexp, 0, s->xn, T, s->ffn_out);
     else
-        memset(c->s.ffn_out, 0, sizeof(float) * (size_t)T * n_embd);
+        memset(s->ffn_out, 0, sizeof(float) * (size_t)T * n_embd);
     for (int x = 0; x < ne; x++) {
         int n = 0;
         for (int t = 0; t < T; t++)
-            for (int s = 0; s < k; s++)
-                if (c->s.sel_ids[t * k + s] == x) {
-                    c->s.expert_tok[n] = t * k + s;
-                    memcpy(c->s.gather + (size_t)n * n_embd, c->s.xn + (size_t)t * n_embd,
-                           sizeof(float) * (size_t)n_embd);
+            for (int j = 0; j < k; j++)
+                if (s->sel_ids[t * k + j] == x) {
+                    s->expert_tok[n] = t * k + j;
+                    memcpy(s->gather + (size_t)n * n_embd, s->xn + (size_t)t * n_embd, sizeof(float) * (size_t)n_embd);
                     n++;
                 }
         if (!n) continue; /* unselected experts are never read */
-        swiglu(c, &L->gate_exps, &L->up_exps, &L->down_exps, x, c->s.gather, n, c->s.down);
+        swiglu(e, &L->gate_exps, &L->up_exps, &L->down_exps, x, s->gather, n, s->down);
         for (int i = 0; i < n; i++) {
-            int t = c->s.expert_tok[i] / k;
-            e->compute.k->axpy_f32(c->s.ffn_out + (size_t)t * n_embd, c->s.sel_w[c->s.expert_tok[i]],
-                                   c->s.down + (size_t)i * n_embd, n_embd);
+            int t = s->expert_tok[i] / k;
+            e->compute.k->axpy_f32(s->ffn_out + (size_t)t * n_embd, s->sel_w[s->expert_tok[i]],
+                                   s->down + (size_t)i * n_embd, n_embd);
         }
     }
 }

@@ -15,10 +15,14 @@ struct matmul_job {
     int n_in, T, ldx, ldy;
     const float *x;
     float *y;
+    /* quantized route: activation row t is act + t * act_stride bytes */
+    lmoe_vec_dot_fn dot;
+    const uint8_t *act;
+    size_t act_stride;
 };
 
 /* Rows [r0, r1): decode each weight row once (F32 rows are used in place),
- * then one dot product per token. */
+ * then one dot product per token. The reference route. */
 static void matmul_rows(void *arg, int r0, int r1, int ith) {
     struct matmul_job *j = arg;
     const struct lmoe_kernels *k = j->c->k;
@@ -35,6 +39,36 @@ static void matmul_rows(void *arg, int r0, int r1, int ith) {
     }
 }
 
+/* Rows [r0, r1) by vec_dot against the prepared activation rows. Tokens
+ * are the inner loop so that one weight row, read from memory once, stays
+ * in L1 while every token uses it. */
+static void matmul_rows_vec_dot(void *arg, int r0, int r1, int ith) {
+    (void)ith;
+    struct matmul_job *j = arg;
+    for (int r = r0; r < r1; r++) {
+        const void *row = j->w + (size_t)r * j->row_bytes;
+        for (int t = 0; t < j->T; t++)
+            j->y[(size_t)t * j->ldy + r] = j->dot(j->n_in, row, j->act + (size_t)t * j->act_stride);
+    }
+}
+
+/* Activation rows [t0, t1) quantized into the scratch. */
+static void quantize_rows(void *arg, int t0, int t1, int ith) {
+    (void)ith;
+    struct matmul_job *j = arg;
+    uint32_t act_type = lmoe_vec_dot_act_type(j->type);
+    uint8_t *dst = j->c->act_scratch;
+    for (int t = t0; t < t1; t++)
+        j->c->k->quantize_act(act_type, j->x + (size_t)t * j->ldx, dst + (size_t)t * j->act_stride, j->n_in);
+}
+
+size_t op_matmul_scratch_bytes(int max_cols) {
+    /* Q8_K takes the most bytes per element (292 per 256, against Q8_0's
+     * 34 per 32), so rows rounded up to 256 elements bound both. */
+    int64_t n = ((int64_t)max_cols + LMOE_QK_K - 1) / LMOE_QK_K * LMOE_QK_K;
+    return (size_t)LMOE_MATMUL_ACT_ROWS * (size_t)lmoe_dtype_row_size(LMOE_DTYPE_Q8_K, n);
+}
+
 void op_matmul(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
                const float *x, int ldx, int T, float *y, int ldy) {
     int n_out = (int)W->ne[1];
@@ -48,7 +82,33 @@ void op_matmul(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
     };
     /* Small matrices are not worth waking the workers for. */
     int min_chunk = n_out * j.n_in < 32768 ? n_out : 16;
-    lmoe_pool_for(c->pool, n_out, min_chunk, matmul_rows, &j);
+    j.dot = c->k->quantized_matmul && W->type < LMOE_DTYPE_COUNT ? c->k->vec_dot[W->type] : NULL;
+    uint32_t act_type = lmoe_vec_dot_act_type(W->type);
+    size_t act_bytes = lmoe_vec_dot_act_bytes(W->type, j.n_in);
+    if (j.dot && act_type == LMOE_DTYPE_F32) {
+        /* Float weights: the f32 activations as they are. */
+        j.act = (const uint8_t *)x;
+        j.act_stride = (size_t)ldx * sizeof(float);
+        lmoe_pool_for(c->pool, n_out, min_chunk, matmul_rows_vec_dot, &j);
+        return;
+    }
+    if (!j.dot || !act_bytes || act_bytes * LMOE_MATMUL_ACT_ROWS > c->act_scratch_bytes) {
+        lmoe_pool_for(c->pool, n_out, min_chunk, matmul_rows, &j);
+        return;
+    }
+    /* Quantized route, up to LMOE_MATMUL_ACT_ROWS tokens at a time: each
+     * activation row is quantized once, by one thread, then shared by
+     * every weight row. */
+    j.act = c->act_scratch;
+    j.act_stride = act_bytes;
+    for (int t0 = 0; t0 < T; t0 += LMOE_MATMUL_ACT_ROWS) {
+        j.T = T - t0 < LMOE_MATMUL_ACT_ROWS ? T - t0 : LMOE_MATMUL_ACT_ROWS;
+        j.x = x + (size_t)t0 * (size_t)ldx;
+        j.y = y + (size_t)t0 * (size_t)ldy;
+        if (j.T >= 4) lmoe_pool_for(c->pool, j.T, 2, quantize_rows, &j);
+        else quantize_rows(&j, 0, j.T, 0);
+        lmoe_pool_for(c->pool, n_out, min_chunk, matmul_rows_vec_dot, &j);
+    }
 }
 
 void op_get_row(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,

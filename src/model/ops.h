@@ -10,17 +10,34 @@
 #include "model/model.h"
 #include "threadpool.h"
 
+/* Activation rows op_matmul quantizes at once; a call with more tokens
+ * goes through them in chunks of this many. */
+#define LMOE_MATMUL_ACT_ROWS 64
+
 /* What an op needs to run: threads, kernels and per-thread row scratch. */
 struct lmoe_compute {
     struct lmoe_pool *pool;
     const struct lmoe_kernels *k;
     float *row_scratch; /* n_threads * max_cols floats */
     int max_cols;
+    /* op_matmul's quantized activations: LMOE_MATMUL_ACT_ROWS rows of
+     * max_cols, op_matmul_scratch_bytes(max_cols) bytes. Like row_scratch
+     * it is the engine's, used by one forward step at a time. */
+    void *act_scratch;
+    size_t act_scratch_bytes;
 };
+
+/* Bytes of act_scratch for rows of up to max_cols elements. */
+size_t op_matmul_scratch_bytes(int max_cols);
 
 /* y[t][r] = sum_i W[r][i] * x[t][i] for t < T and every output row r of W
  * (of expert `expert` when W is 3-D). x rows are ldx floats apart, y rows
- * ldy. Each weight row is decoded once and used for all T tokens. */
+ * ldy. With a table whose quantized_matmul is set and a W type it has a
+ * vec_dot for, the x rows are quantized once (Q8_0/Q8_K) and each weight
+ * row is multiplied with them by integer dot products; float weights take
+ * x as it is. Otherwise (LMOE_ISA=ref) each weight row is decoded to
+ * floats once and used for all T tokens. Either way each y element is
+ * written by one thread, so results do not depend on the thread count. */
 void op_matmul(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
                const float *x, int ldx, int T, float *y, int ldy);
 

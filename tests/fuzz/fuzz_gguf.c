@@ -78,10 +78,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         walk(f);
         struct lmoe_model m;
         if (lmoe_model_load(&m, f, err, sizeof err) == 0) {
-            uint64_t total, active;
-            lmoe_model_count_params(&m, &total, &active);
-            sink += total + active;
+            uint64_t total, active, bytes;
+            lmoe_model_count_params(&m, &total, &active, &bytes);
+            sink += total + active + bytes;
             lmoe_model_free(&m);
+        } else if (err[0] == 0 || strchr(err, '\n')) {
+            abort();
         }
         gguf_close(f);
     } else if (f != NULL || err[0] == 0 || strchr(err, '\n')) {
