@@ -25,7 +25,7 @@ TEST_SRC := $(sort $(wildcard tests/*.c))
 # Only src/kernels/ holds processor-specific code; each ISA file gets its
 # own flags and is entered only after a run-time CPU check.
 ISA_FLAGS_x86_avx2   := -mavx2 -mfma -mf16c
-ISA_FLAGS_x86_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+ISA_FLAGS_x86_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
 isa_flags = $(ISA_FLAGS_$(basename $(notdir $(1))))
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
@@ -34,14 +34,14 @@ SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 SAN_OBJ  := $(LIB_SRC:%.c=$(B)/san/%.o) $(TEST_SRC:%.c=$(B)/san/%.o)
 SAN_CLI_OBJ := $(LIB_SRC:%.c=$(B)/san/%.o) $(CLI_SRC:%.c=$(B)/san/%.o)
 
-.PHONY: all test deps fuzz format help clean
+.PHONY: all test deps fuzz format help clean bench
 all: $(B)/leanmoe $(B)/liblmoe.a
 
-$(B)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h)
+$(B)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h server/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(call isa_flags,$<) -c $< -o $@
 
-$(B)/san/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h tests/*.h)
+$(B)/san/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h server/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(WARN) -O1 -g $(SAN) $(call isa_flags,$<) \
 	  -DLMOE_DEBUG -DLMOE_TEST_DIR='"$(abspath tests)"' -DLMOE_BUILD_DIR='"$(abspath $(B))"' -DLMOE_SHARED_DIR='"$(SHARED_DATA)"' \
@@ -90,6 +90,14 @@ fuzz: $(FUZZ_TARGETS:%=$(B)/fuzz/%)  ## build the libFuzzer targets and run each
 	  $(B)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(B)/fuzz/$$t- \
 	    $(B)/fuzz/$$t.corpus tests/fuzz/$${t#fuzz_}_seeds || exit 1; \
 	done
+
+# Benchmarks are tools, not tests: see BENCHMARKS.md for the models and
+# the side-by-side comparison with llama.cpp (bench/compare.py).
+bench: $(B)/leanmoe $(B)/bench_kernels  ## kernel throughput, then leanmoe bench on the built-in model
+	$(B)/bench_kernels
+	$(B)/leanmoe bench
+$(B)/bench_kernels: bench/bench_kernels.c $(B)/liblmoe.a
+	$(CC) $(CPPFLAGS) $(WARN) -O2 -o $@ $< $(B)/liblmoe.a $(LDLIBS)
 
 deps:  ## install build and test dependencies (Debian)
 	apt-get update && apt-get install -y --no-install-recommends build-essential clang libpcre2-dev libmicrohttpd-dev libjansson-dev

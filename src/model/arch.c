@@ -165,6 +165,19 @@ static int load_rope(struct loader *l, struct lmoe_hparams *hp) {
     return 0;
 }
 
+/* The SwiGLU FFN of a dense layer: gate, up [n_embd -> n_ff], down back. */
+static int bind_dense_ffn(struct loader *l, const struct lmoe_hparams *hp, struct lmoe_layer *L, int il) {
+    int rc;
+    if (hp->n_ff <= 0)
+        return lmoe_errf(l->err, l->errlen, LMOE_ERR_FORMAT, "model: missing metadata key '%s.feed_forward_length'",
+                         l->arch);
+    if ((rc = bindl(l, &L->ffn_gate, il, "ffn_gate.weight", 1, hp->n_embd, hp->n_ff, 1)) ||
+        (rc = bindl(l, &L->ffn_up, il, "ffn_up.weight", 1, hp->n_embd, hp->n_ff, 1)) ||
+        (rc = bindl(l, &L->ffn_down, il, "ffn_down.weight", 1, hp->n_ff, hp->n_embd, 1)))
+        return rc;
+    return 0;
+}
+
 /* Plain attention + dense or MoE FFN: llama, qwen2, qwen3, qwen3moe. */
 static int load_gqa_family(struct loader *l, struct lmoe_model *m) {
     struct lmoe_hparams *hp = &m->hp;
@@ -226,14 +239,8 @@ static int load_gqa_family(struct loader *l, struct lmoe_model *m) {
                 (rc = bindl(l, &L->up_exps, il, "ffn_up_exps.weight", 1, hp->n_embd, hp->n_ff_exp, hp->n_expert)) ||
                 (rc = bindl(l, &L->down_exps, il, "ffn_down_exps.weight", 1, hp->n_ff_exp, hp->n_embd, hp->n_expert)))
                 return rc;
-        } else {
-            if (hp->n_ff <= 0)
-                return lmoe_errf(l->err, l->errlen, LMOE_ERR_FORMAT,
-                                 "model: missing metadata key '%s.feed_forward_length'", l->arch);
-            if ((rc = bindl(l, &L->ffn_gate, il, "ffn_gate.weight", 1, hp->n_embd, hp->n_ff, 1)) ||
-                (rc = bindl(l, &L->ffn_up, il, "ffn_up.weight", 1, hp->n_embd, hp->n_ff, 1)) ||
-                (rc = bindl(l, &L->ffn_down, il, "ffn_down.weight", 1, hp->n_ff, hp->n_embd, 1)))
-                return rc;
+        } else if ((rc = bind_dense_ffn(l, hp, L, il))) {
+            return rc;
         }
     }
     return 0;
@@ -339,13 +346,7 @@ static int load_deepseek2(struct loader *l, struct lmoe_model *m) {
             return rc;
         L->is_moe = il >= hp->n_layer_dense_lead && hp->n_expert > 0;
         if (!L->is_moe) {
-            if (hp->n_ff <= 0)
-                return lmoe_errf(l->err, l->errlen, LMOE_ERR_FORMAT,
-                                 "model: missing metadata key '%s.feed_forward_length'", l->arch);
-            if ((rc = bindl(l, &L->ffn_gate, il, "ffn_gate.weight", 1, hp->n_embd, hp->n_ff, 1)) ||
-                (rc = bindl(l, &L->ffn_up, il, "ffn_up.weight", 1, hp->n_embd, hp->n_ff, 1)) ||
-                (rc = bindl(l, &L->ffn_down, il, "ffn_down.weight", 1, hp->n_ff, hp->n_embd, 1)))
-                return rc;
+            if ((rc = bind_dense_ffn(l, hp, L, il))) return rc;
             continue;
         }
         if (hp->n_expert_used <= 0 || hp->n_ff_exp <= 0)
