@@ -13,7 +13,7 @@ ifeq ($(CI),true)
 WARN    += -Werror
 endif
 CPPFLAGS := -D_GNU_SOURCE -Iinclude -Isrc -Iserver
-LDLIBS  := -lpcre2-8 -lm -lpthread -lmicrohttpd -ljansson
+LDLIBS  := -lpcre2-8 -lm -lpthread -lmicrohttpd -ljansson -lutf8proc
 
 SHARED_DATA ?= $(abspath ../shared/data)
 B := build
@@ -100,7 +100,7 @@ $(B)/bench_kernels: bench/bench_kernels.c $(B)/liblmoe.a
 	$(CC) $(CPPFLAGS) $(WARN) -O2 -o $@ $< $(B)/liblmoe.a $(LDLIBS)
 
 deps:  ## install build and test dependencies (Debian)
-	apt-get update && apt-get install -y --no-install-recommends build-essential clang libpcre2-dev libmicrohttpd-dev libjansson-dev
+	apt-get update && apt-get install -y --no-install-recommends build-essential clang libpcre2-dev libmicrohttpd-dev libjansson-dev libutf8proc-dev
 	python3 -m pip install --quiet openai requests || python3 -m pip install --quiet --break-system-packages openai requests || echo 'pip failed: the server tests will skip the openai client'
 
 format:  ## clang-format every C source in place

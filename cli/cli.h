@@ -25,6 +25,12 @@ struct args {
     const char *host, *api_key;
     int port, parallel, max_queue, grace_seconds;
     double kv_pool_mb, max_body;
+    /* perplexity: --chunks K, --kl-base FILE, --save-logits */
+    int ppl_chunks, save_logits;
+    const char *kl_base;
+    /* quantize: IN is text (the first positional), pos[] the ones after it */
+    const char *pos[2];
+    int n_pos, quant_pure;
 };
 
 /* Parses argv[2..]; prints one line and returns -1 on a bad option. */
@@ -46,5 +52,7 @@ int cmd_chat(const struct args *a);
 int cmd_bench(const struct args *a);
 int cmd_synth(const struct args *a);
 int cmd_serve(const struct args *a);
+int cmd_perplexity(const struct args *a);
+int cmd_quantize(const struct args *a);
 
 #endif

@@ -50,12 +50,10 @@ int cmd_serve(const struct args *a) {
         .step_delay_ms = delay ? atoi(delay) : 0,
         .model_id = id,
     };
-    lmoe_engine *e = cli_open_model(a, 1, 0);
-    if (!e) return 1;
-
     /* A handler that only sets a flag is safe in any thread; the server
-     * polls it. SIGPIPE would kill the process on a write to a client that
-     * has gone, which is an ordinary event for a server. */
+     * polls it (a signal during loading makes it stop right after).
+     * SIGPIPE would kill the process on a write to a client that has gone,
+     * which is an ordinary event for a server. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -64,6 +62,8 @@ int cmd_serve(const struct args *a) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    lmoe_engine *e = cli_open_model(a, 1, 0);
+    if (!e) return 1;
     int rc = srv_run(e, &o, &stop_requested);
     lmoe_engine_close(e);
     return rc ? 1 : 0;

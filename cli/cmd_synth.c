@@ -640,9 +640,12 @@ int cmd_synth(const struct args *a) {
     }
     p->total = size;
     p->progress = isatty(2);
-    printf("synth %s (%s, %d layers) as %s: %d tensors, %.2fB parameters, %.2fB active per token, %.2f GB\n",
+    /* Published active counts leave out the embedding table (a lookup). */
+    double embd = (double)m->n_embd * m->n_vocab;
+    printf("synth %s (%s, %d layers) as %s: %d tensors, %.2fB parameters, %.2fB active per token "
+           "(%.2fB without the embedding table), %.2f GB\n",
            m->cli_name, m->arch == ARCH_DEEPSEEK2 ? "deepseek2" : "qwen3moe", p->n_layer, ft->cli_name, p->n,
-           total / 1e9, active / 1e9, (double)size / 1e9);
+           total / 1e9, active / 1e9, (active - embd) / 1e9, (double)size / 1e9);
     print_types(p);
     fflush(stdout);
 

@@ -35,6 +35,12 @@ static void usage(FILE *f) {
             "  synth    --model NAME --type TYPE -o FILE [--layers N] [--seed S]   random-weight GGUF shaped\n"
             "           like deepseek-v2-lite, qwen3-30b-a3b or deepseek-v3 (q8_0 q4_0 q4_k_m bf16 f16 f32)\n"
             "  serve    [-m MODEL] [--host H] [--port P] [--parallel N]   OpenAI-compatible HTTP server\n"
+            "  perplexity -m MODEL -f TEXT [-c N] [--chunks K] [--kl-base FILE [--save-logits]]\n"
+            "                                         perplexity as llama-perplexity computes it; KL divergence\n"
+            "                                         against saved base log-probs (llama.cpp's file format)\n"
+            "  quantize IN.gguf OUT.gguf TYPE [--pure] [-t N]   F32/F16/BF16 weights quantized per tensor as\n"
+            "           llama-quantize chooses; TYPE: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L\n"
+            "           Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K F16 BF16 F32, or Q3_K Q4_K Q5_K (one type everywhere)\n"
             "\n"
             "options:\n"
             "  -m, --model FILE      GGUF model file\n"
@@ -104,6 +110,8 @@ int cli_parse_args(int argc, char **argv, struct args *a) {
         else if (!strcmp(s, "--tg")) { bad = parse_num(s, next, 1, 1 << 20, &v); a->bench_tg = (int)v; }
         else if (!strcmp(s, "-r") || !strcmp(s, "--reps")) { bad = parse_num(s, next, 1, 1000, &v); a->bench_reps = (int)v; }
         else if (!strcmp(s, "--type")) a->synth_type = next;
+        else if (!strcmp(s, "--chunks")) { bad = parse_num(s, next, 1, 1e9, &v); a->ppl_chunks = (int)v; }
+        else if (!strcmp(s, "--kl-base")) a->kl_base = next;
         else if (!strcmp(s, "--layers")) { bad = parse_num(s, next, 1, 4096, &v); a->synth_layers = (int)v; }
         else if (!strcmp(s, "--usd-per-hour")) { bad = parse_num(s, next, 0.0001, 1e6, &v); a->usd_per_hour = v; }
         else if (!strcmp(s, "-t") || !strcmp(s, "--threads")) { bad = parse_num(s, next, 1, 1024, &v); a->threads = (int)v; }
@@ -150,11 +158,15 @@ int cli_parse_args(int argc, char **argv, struct args *a) {
             else if (!strcmp(s, "--decode")) a->decode = 1;
             else if (!strcmp(s, "--pieces")) a->pieces = 1;
             else if (!strcmp(s, "--ignore-eos")) a->ignore_eos = 1;
+            else if (!strcmp(s, "--save-logits")) a->save_logits = 1;
+            else if (!strcmp(s, "--pure")) a->quant_pure = 1;
             else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
                 usage(stdout);
                 exit(0);
             } else if (s[0] != '-' && !a->text) {
                 a->text = s; /* positional text, for tokenize */
+            } else if (s[0] != '-' && a->n_pos < 2) {
+                a->pos[a->n_pos++] = s; /* more positionals: quantize IN OUT TYPE */
             } else {
                 fprintf(stderr, "leanmoe: unknown option '%s' (see leanmoe --help)\n", s);
                 return -1;
@@ -259,6 +271,7 @@ int main(int argc, char **argv) {
         {"run", cmd_run}, {"chat", cmd_chat}, {"tokenize", cmd_tokenize},
         {"info", cmd_info}, {"logits", cmd_logits}, {"bench", cmd_bench},
         {"synth", cmd_synth}, {"serve", cmd_serve},
+        {"perplexity", cmd_perplexity}, {"quantize", cmd_quantize},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name)) continue;

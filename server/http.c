@@ -24,11 +24,11 @@
 
 #include "server.h"
 
-#define CONNECTION_LIMIT 256u     /* threads, at most: one per connection */
-#define CONNECTION_TIMEOUT_S 30u  /* an idle or stalled client is dropped */
-#define HEADER_MEMORY (64u << 10) /* headers beyond this get 431 from libmicrohttpd */
-#define WAIT_POLL_MS 50           /* how often a waiting handler checks its client */
-#define FLUSH_WAIT_S 2.0          /* at shutdown, time for final bytes to reach clients */
+#define CONNECTION_LIMIT     256u        /* threads, at most: one per connection */
+#define CONNECTION_TIMEOUT_S 30u         /* an idle or stalled client is dropped */
+#define HEADER_MEMORY        (64u << 10) /* headers beyond this get 431 from libmicrohttpd */
+#define WAIT_POLL_MS         50          /* how often a waiting handler checks its client */
+#define FLUSH_WAIT_S         2.0         /* at shutdown, time for final bytes to reach clients */
 
 double srv_now(void) {
     struct timespec ts;
@@ -81,15 +81,14 @@ static const char *endpoint_name(int route) { return route >= 0 ? routes[route].
 /* Queues a response with body (owned, freed by libmicrohttpd) and counts
  * it. A NULL body (out of memory) becomes a bare 500. */
 static enum MHD_Result respond(struct MHD_Connection *c, struct srv *srv, int route, int status, char *body,
-                            const char *content_type, const char *retry_after) {
+                               const char *content_type, const char *retry_after) {
     if (!body) {
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         body = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,"
                       "\"code\":null}}");
         content_type = "application/json";
     }
-    struct MHD_Response *r = body ? MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE)
-                                  : NULL;
+    struct MHD_Response *r = body ? MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE) : NULL;
     if (!r) {
         free(body);
         return MHD_NO;
@@ -109,7 +108,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, struct srv *srv, int
     struct srv_error err = {.status = status, .type = type, .code = code};
     snprintf(err.message, sizeof err.message, "%s", message);
     return respond(c, srv, route, status, oai_error_json(&err), "application/json",
-                status == MHD_HTTP_TOO_MANY_REQUESTS || status == MHD_HTTP_SERVICE_UNAVAILABLE ? "1" : NULL);
+                   status == MHD_HTTP_TOO_MANY_REQUESTS || status == MHD_HTTP_SERVICE_UNAVAILABLE ? "1" : NULL);
 }
 
 /* Compares in time independent of where the strings differ. */
@@ -179,8 +178,7 @@ static enum MHD_Result generate(struct MHD_Connection *c, struct srv *srv, struc
     if (j->stream) {
         struct srv_stream *st = srv_stream_new(srv, j, fd);
         struct MHD_Response *r =
-            st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, srv_stream_read, st, srv_stream_free)
-               : NULL;
+            st ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, srv_stream_read, st, srv_stream_free) : NULL;
         srv_job_unref(j); /* the stream holds its own reference */
         if (!r) {
             if (st) srv_stream_free(st);
@@ -239,6 +237,7 @@ static int refuse_early(struct MHD_Connection *c, struct srv *srv, struct req *r
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
     struct srv *srv = cls;
     struct req *rq = *con_cls;
     if (!rq) {
@@ -275,9 +274,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     switch (rq->route) {
     case R_HEALTH:
-        if (srv->stopping)
+        if (atomic_load(&srv->stopping))
             return respond(c, srv, rq->route, MHD_HTTP_SERVICE_UNAVAILABLE, strdup("{\"status\":\"stopping\"}"),
-                        "application/json", NULL);
+                           "application/json", NULL);
         return respond(c, srv, rq->route, MHD_HTTP_OK, strdup("{\"status\":\"ok\"}"), "application/json", NULL);
     case R_MODELS:
         return respond(c, srv, rq->route, MHD_HTTP_OK, oai_models(srv), "application/json", NULL);
@@ -285,7 +284,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         struct srv_sched_stats st;
         srv_sched_stats(srv->sched, &st);
         return respond(c, srv, rq->route, MHD_HTTP_OK, srv_metrics_render(&srv->metrics, &st),
-                    "text/plain; version=0.0.4; charset=utf-8", NULL);
+                       "text/plain; version=0.0.4; charset=utf-8", NULL);
     }
     default:
         return generate(c, srv, rq);
@@ -293,6 +292,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)c, (void)toe;
     struct srv *srv = cls;
     struct req *rq = *con_cls;
     if (!rq) return;
@@ -303,6 +303,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 }
 
 static void on_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
     fputs("leanmoe: http: ", stderr);
     vfprintf(stderr, fmt, ap);
 }
@@ -323,8 +324,8 @@ static struct MHD_Daemon *listen_on(struct srv *srv, int *port) {
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     struct MHD_Daemon *d =
-        MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_log,
-                         srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_log, srv,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                          MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
                          CONNECTION_LIMIT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_MEMORY, MHD_OPTION_END);
     int err = errno;
@@ -345,6 +346,7 @@ int srv_run(lmoe_engine *e, const struct srv_options *o, volatile sig_atomic_t *
     srv->o = o;
     srv->started = (long)time(NULL);
     atomic_init(&srv->in_flight, 0);
+    atomic_init(&srv->stopping, 0);
     srv_metrics_init(&srv->metrics);
     int port = 0, rc = -1;
     struct MHD_Daemon *d = NULL;
@@ -357,7 +359,7 @@ int srv_run(lmoe_engine *e, const struct srv_options *o, volatile sig_atomic_t *
      * period, then are cancelled; then clients get a moment to receive
      * their last bytes before every connection is closed. */
     fprintf(stderr, "leanmoe: stopping; in-flight requests have %d s to finish\n", o->grace_seconds);
-    srv->stopping = 1;
+    atomic_store(&srv->stopping, 1);
     MHD_socket ls = MHD_quiesce_daemon(d);
     if (ls != MHD_INVALID_SOCKET) close(ls);
     srv_sched_stop_accepting(srv->sched);

@@ -16,11 +16,10 @@
 #include "server.h"
 
 /* Time to first token spans queueing and prefill: milliseconds to seconds. */
-static const double ttft_bounds[SRV_N_TTFT_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                                          0.5,   1,    2.5,   5,    10};
+static const double ttft_bounds[SRV_N_TTFT_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 /* Time per output token: one batched step, sub-millisecond on tiny models. */
 static const double tpot_bounds[SRV_N_TPOT_BUCKETS - 1] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                          0.05,   0.1,   0.25,   0.5,   1};
+                                                           0.05,   0.1,   0.25,   0.5,   1};
 
 void srv_metrics_init(struct srv_metrics *m) {
     memset(m, 0, sizeof(*m));

@@ -20,7 +20,7 @@
 #include "server.h"
 
 /* Limits that keep one request from occupying memory out of proportion. */
-#define MAX_MESSAGES 4096
+#define MAX_MESSAGES            4096
 #define MAX_COMPLETION_LOGPROBS 5 /* OpenAI's limit for /v1/completions */
 
 /* ---- Errors ------------------------------------------------------------ */
@@ -96,8 +96,7 @@ static int get_stop(json_t *req, struct srv_job *j, struct srv_error *err) {
         json_t *s = items ? items[i] : json_array_get(v, i);
         if (!json_is_string(s) || json_string_length(s) == 0)
             return bad(err, "stop", NULL, "'stop' must be a non-empty string or an array of them");
-        if (!(j->stop[j->n_stop] = strdup(json_string_value(s))))
-            return bad(err, "stop", NULL, "out of memory");
+        if (!(j->stop[j->n_stop] = strdup(json_string_value(s)))) return bad(err, "stop", NULL, "out of memory");
         j->n_stop++;
     }
     return 0;
@@ -213,8 +212,7 @@ static int parse_sampling(const struct srv *srv, json_t *req, struct srv_job *j,
     int seeded = field(req, "seed") != NULL;
     if (get_real(req, "temperature", 0, 2, &temp, err) || get_real(req, "top_p", 0, 1, &top_p, err) ||
         get_real(req, "min_p", 0, 1, &min_p, err) || get_int(req, "top_k", 0, 1e9, &top_k, err) ||
-        get_real(req, "presence_penalty", -2, 2, &pres, err) ||
-        get_real(req, "frequency_penalty", -2, 2, &freq, err) ||
+        get_real(req, "presence_penalty", -2, 2, &pres, err) || get_real(req, "frequency_penalty", -2, 2, &freq, err) ||
         get_int(req, "seed", -9223372036854775807.0, 9223372036854775807.0, &seed, err))
         return -1;
     struct lmoe_sampler_options so = LMOE_SAMPLER_DEFAULTS;
@@ -236,8 +234,7 @@ static int parse_logprobs(json_t *req, struct srv_job *j, struct srv_error *err)
     long long k = -1;
     if (j->kind == SRV_CHAT) {
         int on = 0;
-        if (get_bool(req, "logprobs", &on, err) ||
-            get_int(req, "top_logprobs", 0, SRV_MAX_TOP_LOGPROBS, &k, err))
+        if (get_bool(req, "logprobs", &on, err) || get_int(req, "top_logprobs", 0, SRV_MAX_TOP_LOGPROBS, &k, err))
             return -1;
         if (k >= 0 && !on) return bad(err, "top_logprobs", NULL, "'top_logprobs' needs 'logprobs': true");
         j->logprobs = on;
@@ -266,8 +263,9 @@ int oai_parse_request(const struct srv *srv, enum srv_kind kind, const char *bod
     memset(err, 0, sizeof(*err));
     json_error_t jerr;
     json_t *req = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!req) return bad(err, NULL, "invalid_json", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
-                         jerr.text);
+    if (!req)
+        return bad(err, NULL, "invalid_json", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                   jerr.text);
     int rc = -1;
     long long max_tokens = -1, n = 1;
     int include_usage = 0, tools = json_array_size(field(req, "tools")) > 0, echo = 0;
@@ -283,11 +281,14 @@ int oai_parse_request(const struct srv *srv, enum srv_kind kind, const char *bod
     } else if (!get_bool(req, "stream", &j->stream, err) && !get_bool(so, "include_usage", &include_usage, err) &&
                !get_bool(req, "ignore_eos", &j->ignore_eos, err) && !get_bool(req, "echo", &echo, err) &&
                !get_int(req, "n", 1, 1, &n, err) && !get_int(req, "max_tokens", 1, 1e9, &max_tokens, err) &&
-               !get_int(req, "max_completion_tokens", 1, 1e9, &max_tokens, err) &&
-               !parse_sampling(srv, req, j, err) && !parse_logprobs(req, j, err) && !get_stop(req, j, err)) {
-        if (echo) bad(err, "echo", NULL, "'echo' is not supported");
-        else if (kind == SRV_CHAT) rc = parse_messages(srv, req, j, err);
-        else rc = parse_prompt(srv, req, j, err);
+               !get_int(req, "max_completion_tokens", 1, 1e9, &max_tokens, err) && !parse_sampling(srv, req, j, err) &&
+               !parse_logprobs(req, j, err) && !get_stop(req, j, err)) {
+        if (echo)
+            bad(err, "echo", NULL, "'echo' is not supported");
+        else if (kind == SRV_CHAT)
+            rc = parse_messages(srv, req, j, err);
+        else
+            rc = parse_prompt(srv, req, j, err);
     }
     json_decref(req);
     if (rc) return -1;
@@ -335,11 +336,11 @@ static void chat_lp(const struct srv *srv, json_t *content, const struct srv_tok
     json_t *tok = token_text(srv, t->tok.id, &bytes);
     for (int i = 0; i < t->n_top; i++) {
         json_t *b, *s = token_text(srv, t->top[i].id, &b);
-        json_array_append_new(top, json_pack("{s:o, s:o, s:o}", "token", s, "logprob", lp_real(t->top[i].logprob),
-                                             "bytes", b));
+        json_array_append_new(
+            top, json_pack("{s:o, s:o, s:o}", "token", s, "logprob", lp_real(t->top[i].logprob), "bytes", b));
     }
-    json_array_append_new(content, json_pack("{s:o, s:o, s:o, s:o}", "token", tok, "logprob",
-                                             lp_real(t->tok.logprob), "bytes", bytes, "top_logprobs", top));
+    json_array_append_new(content, json_pack("{s:o, s:o, s:o, s:o}", "token", tok, "logprob", lp_real(t->tok.logprob),
+                                             "bytes", bytes, "top_logprobs", top));
 }
 
 /* Appends one token to the four parallel arrays of completions logprobs. */
@@ -357,17 +358,21 @@ static void completion_lp(const struct srv *srv, json_t *lp, const struct srv_to
     json_array_append_new(json_object_get(lp, "top_logprobs"), top);
 }
 
-/* The logprobs object for the pieces [first, end), or null when not asked. */
+/* The logprobs object for the pieces first..last (inclusive), or null when
+ * not asked for. It never reads last->next: while the job runs, the
+ * scheduler may be writing it. */
 static json_t *logprobs_json(const struct srv *srv, struct srv_job *j, const struct srv_piece *first,
-                             const struct srv_piece *end) {
+                             const struct srv_piece *last) {
     if (!j->logprobs) return json_null();
-    json_t *lp = j->kind == SRV_CHAT ? json_pack("{s:[], s:n}", "content", "refusal")
-                                     : json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs",
-                                                 "top_logprobs", "text_offset");
-    for (const struct srv_piece *p = first; p && p != end; p = p->next)
+    json_t *lp = j->kind == SRV_CHAT
+                     ? json_pack("{s:[], s:n}", "content", "refusal")
+                     : json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
+    for (const struct srv_piece *p = first; p; p = p == last ? NULL : p->next)
         for (int i = 0; i < p->n_lp; i++) {
-            if (j->kind == SRV_CHAT) chat_lp(srv, json_object_get(lp, "content"), &p->lp[i]);
-            else completion_lp(srv, lp, &p->lp[i], &j->text_offset);
+            if (j->kind == SRV_CHAT)
+                chat_lp(srv, json_object_get(lp, "content"), &p->lp[i]);
+            else
+                completion_lp(srv, lp, &p->lp[i], &j->text_offset);
         }
     return lp;
 }
@@ -380,9 +385,8 @@ static json_t *usage_json(const struct srv_job *j) {
 /* What the request cost: its times and its share of the machine. */
 static json_t *cost_json(const struct srv *srv, const struct srv_job *j) {
     double tps = j->decode_ms > 0 ? j->n_gen / (j->decode_ms / 1e3) : 0;
-    return json_pack("{s:f, s:f, s:f, s:f, s:f}", "prompt_ms", j->prompt_ms, "decode_ms", j->decode_ms,
-                     "tokens_per_s", tps, "engine_s", j->engine_s, "cost_usd",
-                     j->engine_s * srv->o->usd_per_hour / 3600.0);
+    return json_pack("{s:f, s:f, s:f, s:f, s:f}", "prompt_ms", j->prompt_ms, "decode_ms", j->decode_ms, "tokens_per_s",
+                     tps, "engine_s", j->engine_s, "cost_usd", j->engine_s * srv->o->usd_per_hour / 3600.0);
 }
 
 static char *dump(json_t *o) {
@@ -401,49 +405,50 @@ char *oai_response(const struct srv *srv, struct srv_job *j) {
         memcpy(text + len, p->text, p->len);
         len += p->len;
     }
-    json_t *choice = j->kind == SRV_CHAT
-                         ? json_pack("{s:i, s:{s:s, s:s%}, s:o, s:s}", "index", 0, "message", "role", "assistant",
-                                     "content", text, len, "logprobs", logprobs_json(srv, j, j->head, NULL),
-                                     "finish_reason", j->finish_reason)
-                         : json_pack("{s:i, s:s%, s:o, s:s}", "index", 0, "text", text, len, "logprobs",
-                                     logprobs_json(srv, j, j->head, NULL), "finish_reason", j->finish_reason);
+    json_t *choice =
+        j->kind == SRV_CHAT
+            ? json_pack("{s:i, s:{s:s, s:s%}, s:o, s:s}", "index", 0, "message", "role", "assistant", "content", text,
+                        len, "logprobs", logprobs_json(srv, j, j->head, j->tail), "finish_reason", j->finish_reason)
+            : json_pack("{s:i, s:s%, s:o, s:s}", "index", 0, "text", text, len, "logprobs",
+                        logprobs_json(srv, j, j->head, j->tail), "finish_reason", j->finish_reason);
     free(text);
-    return dump(json_pack("{s:s, s:s, s:i, s:s, s:s, s:[o], s:o, s:o}", "id", j->id, "object",
-                          j->kind == SRV_CHAT ? "chat.completion" : "text_completion", "created", (json_int_t)j->created,
-                          "model", srv->o->model_id, "system_fingerprint", "leanmoe", "choices", choice, "usage",
-                          usage_json(j), "leanmoe", cost_json(srv, j)));
+    return dump(json_pack("{s:s, s:s, s:I, s:s, s:s, s:[o], s:o, s:o}", "id", j->id, "object",
+                          j->kind == SRV_CHAT ? "chat.completion" : "text_completion", "created",
+                          (json_int_t)j->created, "model", srv->o->model_id, "system_fingerprint", "leanmoe", "choices",
+                          choice, "usage", usage_json(j), "leanmoe", cost_json(srv, j)));
 }
 
 char *oai_chunk(const struct srv *srv, struct srv_job *j, const struct srv_piece *p, int final) {
     json_t *choice;
     const char *reason = final ? (j->finish_reason ? j->finish_reason : "stop") : NULL;
-    json_t *lp = p ? logprobs_json(srv, j, p, p->next) : json_null();
+    json_t *lp = p ? logprobs_json(srv, j, p, p) : json_null();
     if (j->kind == SRV_CHAT) {
         json_t *delta = final ? json_object()
                         : p   ? json_pack("{s:s%}", "content", p->text, p->len)
                               : json_pack("{s:s, s:s}", "role", "assistant", "content", "");
-        choice = json_pack("{s:i, s:o, s:o, s:s?}", "index", 0, "delta", delta, "logprobs", lp, "finish_reason", reason);
+        choice =
+            json_pack("{s:i, s:o, s:o, s:s?}", "index", 0, "delta", delta, "logprobs", lp, "finish_reason", reason);
     } else {
-        choice = json_pack("{s:i, s:s%, s:o, s:s?}", "index", 0, "text", p ? p->text : "", p ? p->len : 0,
-                           "logprobs", lp, "finish_reason", reason);
+        choice = json_pack("{s:i, s:s%, s:o, s:s?}", "index", 0, "text", p ? p->text : "", p ? p->len : 0, "logprobs",
+                           lp, "finish_reason", reason);
     }
-    json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s, s:[o]}", "id", j->id, "object",
-                          j->kind == SRV_CHAT ? "chat.completion.chunk" : "text_completion", "created",
-                          (json_int_t)j->created, "model", srv->o->model_id, "system_fingerprint", "leanmoe",
-                          "choices", choice);
+    json_t *o =
+        json_pack("{s:s, s:s, s:I, s:s, s:s, s:[o]}", "id", j->id, "object",
+                  j->kind == SRV_CHAT ? "chat.completion.chunk" : "text_completion", "created", (json_int_t)j->created,
+                  "model", srv->o->model_id, "system_fingerprint", "leanmoe", "choices", choice);
     if (o && j->include_usage) json_object_set_new(o, "usage", json_null());
     if (o && final) json_object_set_new(o, "leanmoe", cost_json(srv, j));
     return dump(o);
 }
 
 char *oai_usage_chunk(const struct srv *srv, struct srv_job *j) {
-    return dump(json_pack("{s:s, s:s, s:i, s:s, s:s, s:[], s:o, s:o}", "id", j->id, "object",
+    return dump(json_pack("{s:s, s:s, s:I, s:s, s:s, s:[], s:o, s:o}", "id", j->id, "object",
                           j->kind == SRV_CHAT ? "chat.completion.chunk" : "text_completion", "created",
-                          (json_int_t)j->created, "model", srv->o->model_id, "system_fingerprint", "leanmoe",
-                          "choices", "usage", usage_json(j), "leanmoe", cost_json(srv, j)));
+                          (json_int_t)j->created, "model", srv->o->model_id, "system_fingerprint", "leanmoe", "choices",
+                          "usage", usage_json(j), "leanmoe", cost_json(srv, j)));
 }
 
 char *oai_models(const struct srv *srv) {
-    return dump(json_pack("{s:s, s:[{s:s, s:s, s:i, s:s}]}", "object", "list", "data", "id", srv->o->model_id,
-                          "object", "model", "created", (json_int_t)srv->started, "owned_by", "leanmoe"));
+    return dump(json_pack("{s:s, s:[{s:s, s:s, s:I, s:s}]}", "object", "list", "data", "id", srv->o->model_id, "object",
+                          "model", "created", (json_int_t)srv->started, "owned_by", "leanmoe"));
 }

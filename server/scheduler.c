@@ -79,8 +79,8 @@ struct srv_sched {
     struct srv_job **queue; /* FIFO, q_len of q_cap */
     int q_len, q_cap;
     int refusing, cancel_all, quit;
-    int n_active;        /* mirror for stats, under mu */
-    long kv_used;        /* mirror for stats, under mu */
+    int n_active; /* mirror for stats, under mu */
+    long kv_used; /* mirror for stats, under mu */
     pthread_t thread;
     int thread_started;
 
@@ -165,8 +165,10 @@ static void job_end(struct srv_job *j, const char *reason, int status, const cha
 }
 
 static void job_end_cancelled(struct srv_job *j, int why) {
-    if (why == CANCEL_SHUTDOWN) job_end(j, NULL, 503, "the server is shutting down");
-    else job_end(j, NULL, 499, "the client closed the connection");
+    if (why == CANCEL_SHUTDOWN)
+        job_end(j, NULL, 503, "the server is shutting down");
+    else
+        job_end(j, NULL, 499, "the client closed the connection");
 }
 
 /* ---- Output: stop strings and pieces ----------------------------------- */
@@ -177,6 +179,7 @@ static void job_end_cancelled(struct srv_job *j, int why) {
 static size_t releasable(const struct srv_job *j, const char *buf, size_t len, int final, int *hit) {
     size_t cut = len;
     *hit = 0;
+    if (len == 0) return 0; /* buf may be NULL */
     for (int i = 0; i < j->n_stop; i++) {
         const char *at = memmem(buf, len, j->stop[i], strlen(j->stop[i]));
         if (at && (size_t)(at - buf) < cut) {
@@ -206,7 +209,7 @@ static int release(struct slot *sl, size_t n) {
         free(p);
         return -1;
     }
-    memcpy(p->text, sl->pend, n);
+    if (n) memcpy(p->text, sl->pend, n); /* pend is NULL until the first text */
     p->text[n] = 0;
     p->len = n;
     if (sl->n_lps) {
@@ -219,12 +222,14 @@ static int release(struct slot *sl, size_t n) {
         p->n_lp = sl->n_lps;
         sl->n_lps = 0;
     }
-    memmove(sl->pend, sl->pend + n, sl->pend_len - n);
+    if (n) memmove(sl->pend, sl->pend + n, sl->pend_len - n);
     sl->pend_len -= n;
     struct srv_job *j = sl->job;
     pthread_mutex_lock(&j->mu);
-    if (j->tail) j->tail->next = p;
-    else j->head = p;
+    if (j->tail)
+        j->tail->next = p;
+    else
+        j->head = p;
     j->tail = p;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
@@ -232,6 +237,7 @@ static int release(struct slot *sl, size_t n) {
 }
 
 static int pend_append(struct slot *sl, const char *s, size_t n) {
+    if (n == 0) return 0; /* pend may still be NULL */
     if (sl->pend_len + n > sl->pend_cap) {
         size_t cap = (sl->pend_len + n) * 2 + 64;
         char *p = realloc(sl->pend, cap);
@@ -317,8 +323,10 @@ static void admit(struct srv_sched *s) {
     int w = 0;
     for (int i = 0; i < s->q_len; i++) {
         int why = job_cancelled(s->queue[i]);
-        if (why) job_end_cancelled(s->queue[i], why);
-        else s->queue[w++] = s->queue[i];
+        if (why)
+            job_end_cancelled(s->queue[i], why);
+        else
+            s->queue[w++] = s->queue[i];
     }
     s->q_len = w;
     while (s->q_len > 0) {
@@ -396,8 +404,10 @@ static void on_logits(struct srv_sched *s, struct slot *sl) {
             struct srv_token_lp *p = realloc(sl->lps, sizeof(*p) * (size_t)cap);
             if (p) sl->lps = p, sl->cap_lps = cap;
         }
-        if (sl->n_lps < sl->cap_lps) token_logprobs(sl->raw, s->n_vocab, tok, j->top_logprobs, &sl->lps[sl->n_lps++]);
-        else oom = 1;
+        if (sl->n_lps < sl->cap_lps)
+            token_logprobs(sl->raw, s->n_vocab, tok, j->top_logprobs, &sl->lps[sl->n_lps++]);
+        else
+            oom = 1;
     }
     /* Control tokens (chat markers) are not text. */
     if (!lmoe_token_is_control(s->e, tok)) {
@@ -559,6 +569,8 @@ struct srv_sched *srv_sched_open(lmoe_engine *e, const struct srv_options *o, st
     s->m = m;
     s->n_vocab = lmoe_engine_n_vocab(e);
     s->n_slots = o->parallel;
+    /* kv_bytes_per_token is for F16. Q8 is counted at F16 size: it applies
+     * only to rows that allow it, and over-counting keeps within the pool. */
     s->kv_bpt = (double)(info.kv_bytes_per_token ? info.kv_bytes_per_token : 1) * (o->kv_type == LMOE_KV_F32 ? 2 : 1);
     /* The pool is split equally; a slot never exceeds the model's context. */
     int model_ctx = info.context_length > 0 ? info.context_length : LMOE_DEFAULT_N_CTX;

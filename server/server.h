@@ -54,7 +54,7 @@ int srv_run(lmoe_engine *e, const struct srv_options *o, volatile sig_atomic_t *
 
 /* ---- Jobs -------------------------------------------------------------- */
 
-#define SRV_MAX_STOP 8
+#define SRV_MAX_STOP         8
 #define SRV_MAX_TOP_LOGPROBS 20
 
 enum srv_kind { SRV_CHAT = 0, SRV_COMPLETION = 1 };
@@ -111,11 +111,11 @@ struct srv_job {
     int error_status;          /* HTTP status for that error */
 
     /* Results, written by the scheduler before finished is set. */
-    int n_cached;        /* prompt tokens found in the slot's cache */
-    int n_gen;           /* completion tokens */
-    double prompt_ms;    /* admission to first logits */
-    double decode_ms;    /* first logits to the end */
-    double engine_s;     /* its share of the batched steps it was in */
+    int n_cached;     /* prompt tokens found in the slot's cache */
+    int n_gen;        /* completion tokens */
+    double prompt_ms; /* admission to first logits */
+    double decode_ms; /* first logits to the end */
+    double engine_s;  /* its share of the batched steps it was in */
 
     /* Only the one HTTP thread that answers the job touches this. */
     size_t text_offset; /* completions logprobs: text bytes reported so far */
@@ -130,8 +130,8 @@ void srv_job_cancel(struct srv_job *j);
 
 /* ---- Metrics ----------------------------------------------------------- */
 
-#define SRV_N_TTFT_BUCKETS 12
-#define SRV_N_TPOT_BUCKETS 12
+#define SRV_N_TTFT_BUCKETS  12
+#define SRV_N_TPOT_BUCKETS  12
 #define SRV_MAX_STATUS_ROWS 64
 
 struct srv_histogram {
@@ -144,7 +144,11 @@ struct srv_histogram {
 
 struct srv_metrics {
     pthread_mutex_t mu;
-    struct { const char *endpoint; int status; uint64_t n; } requests[SRV_MAX_STATUS_ROWS];
+    struct {
+        const char *endpoint;
+        int status;
+        uint64_t n;
+    } requests[SRV_MAX_STATUS_ROWS];
     int n_requests_rows;
     uint64_t prompt_tokens, generated_tokens, prefix_hit_tokens, steps;
     struct srv_histogram ttft, tpot;
@@ -198,9 +202,9 @@ struct srv {
     const struct srv_options *o;
     struct srv_sched *sched;
     struct srv_metrics metrics;
-    long started;          /* unix time, for /v1/models */
-    volatile int stopping; /* draining: /health answers 503 */
-    atomic_int in_flight;  /* requests between first callback and completion */
+    long started;         /* unix time, for /v1/models */
+    atomic_int stopping;  /* draining: /health answers 503 */
+    atomic_int in_flight; /* requests between first callback and completion */
 };
 
 /* An HTTP error to send: status and the OpenAI error fields. */
@@ -212,8 +216,8 @@ struct srv_error {
 
 /* Fills a job from a request body; on a bad request returns -1 with err
  * filled (status 400 and the offending param). */
-int oai_parse_request(const struct srv *srv, enum srv_kind kind, const char *body, size_t len,
-                      struct srv_job *j, struct srv_error *err);
+int oai_parse_request(const struct srv *srv, enum srv_kind kind, const char *body, size_t len, struct srv_job *j,
+                      struct srv_error *err);
 /* The whole answer of a finished job, as a JSON text. Owned: free(). */
 char *oai_response(const struct srv *srv, struct srv_job *j);
 /* One streaming chunk: a piece's text and logprobs (p), the role-only

@@ -125,6 +125,7 @@ static int fill(struct srv_stream *st) {
 }
 
 ssize_t srv_stream_read(void *cls, uint64_t pos, char *out, size_t max) {
+    (void)pos; /* the stream is read in order */
     struct srv_stream *st = cls;
     while (st->off == st->len) {
         if (st->done) return MHD_CONTENT_READER_END_OF_STREAM;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "engine.h"
 #include "error.h"
@@ -31,11 +32,32 @@ static void open_text(struct lmoe_engine *e) {
     char arch_name[32];
     snprintf(arch_name, sizeof arch_name, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
     e->chat_format = lmoe_chat_detect(tmpl.ptr, tmpl.len, arch_name);
+    e->chat_template = tmpl.ptr; /* borrowed from the mapping */
+    e->chat_template_len = tmpl.len;
     if (!gguf_find_kv(e->gguf, "tokenizer.ggml.model")) {
         snprintf(e->tok_err, sizeof e->tok_err, "the model file has no vocabulary (tokenizer.ggml.model)");
         return;
     }
     if (lmoe_tokenizer_open(&e->tok, e->gguf, e->tok_err, sizeof e->tok_err)) e->tok = NULL;
+}
+
+/* A Hugging Face model folder (config.json, *.safetensors, tokenizer.json,
+ * tokenizer_config.json). Vocabulary-only opens need just the tokenizer
+ * files. Loading the weights is the hook below: until a safetensors loader
+ * exists, a full open of a folder is refused. */
+static int open_folder(struct lmoe_engine *e, const char *path, const struct lmoe_engine_options *opt,
+                       char *err, size_t errlen) {
+    if (!opt || !opt->vocab_only)
+        return lmoe_errf(err, errlen, LMOE_ERR_UNSUPPORTED,
+                         "%s: safetensors directories are not supported yet (only vocab-only opens)", path);
+    int rc = lmoe_tokenizer_open_json(&e->tok, path, err, errlen);
+    if (rc) return rc;
+    const char *tmpl = lmoe_tokenizer_chat_template(e->tok);
+    e->chat_template = tmpl;
+    e->chat_template_len = tmpl ? strlen(tmpl) : 0;
+    e->chat_format = lmoe_chat_detect(tmpl, e->chat_template_len, "");
+    e->vocab_only = 1;
+    return 0;
 }
 
 int lmoe_engine_open(lmoe_engine **out, const char *path, const struct lmoe_engine_options *opt,
@@ -44,7 +66,14 @@ int lmoe_engine_open(lmoe_engine **out, const char *path, const struct lmoe_engi
     struct lmoe_engine *e = calloc(1, sizeof(*e));
     if (!e) return lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "engine: out of memory");
     pthread_mutex_init(&e->step_lock, NULL);
-    int rc = gguf_open(&e->gguf, path, err, errlen);
+    struct stat st;
+    int rc;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        if ((rc = open_folder(e, path, opt, err, errlen))) goto fail;
+        *out = e;
+        return 0;
+    }
+    rc = gguf_open(&e->gguf, path, err, errlen);
     if (rc) goto fail;
     open_text(e);
     if (opt && opt->vocab_only) {
@@ -130,6 +159,7 @@ int lmoe_engine_info(const lmoe_engine *e, struct lmoe_model_info *o) {
     o->kv_lora_rank = hp->kv_lora_rank;
     o->q_lora_rank = hp->q_lora_rank;
     lmoe_model_count_params(&e->model, &o->params_total, &o->params_active, &o->bytes_per_token);
+    if (!e->gguf) return 0; /* a tokenizer-only folder */
     /* The total counts every tensor in the file, MTP layers included. */
     o->params_total = 0;
     for (uint64_t i = 0; i < e->gguf->n_tensors; i++) {
@@ -156,7 +186,7 @@ int lmoe_engine_tensor_types(const lmoe_engine *e, const char **names, int *coun
     int n = 0;
     for (uint32_t type = 0; type < LMOE_DTYPE_COUNT; type++) {
         int count = 0;
-        for (uint64_t i = 0; i < e->gguf->n_tensors; i++) count += e->gguf->tensors[i].type == type;
+        for (uint64_t i = 0; e->gguf && i < e->gguf->n_tensors; i++) count += e->gguf->tensors[i].type == type;
         if (!count) continue;
         if (n < max) {
             names[n] = lmoe_dtype_get(type)->name;
@@ -180,6 +210,7 @@ static size_t put_str(char *buf, size_t len, size_t at, const char *s, uint64_t 
 }
 
 int lmoe_engine_meta(const lmoe_engine *e, int i, const char **key, char *buf, size_t len) {
+    if (!e->gguf) return i < 0 ? 0 : LMOE_ERR_ARG;
     if (i < 0) return (int)e->gguf->n_kv;
     if ((uint64_t)i >= e->gguf->n_kv || !len) return LMOE_ERR_ARG;
     const struct gguf_kv *kv = &e->gguf->kv[i];

@@ -40,6 +40,8 @@ struct lmoe_engine {
     char name[128];    /* general.name, for display */
     struct lmoe_tokenizer *tok; /* NULL when the file has no vocabulary */
     int chat_format;            /* enum lmoe_chat_format */
+    const char *chat_template;  /* the model's Jinja template or NULL; borrowed from gguf or tok */
+    size_t chat_template_len;
     int vocab_only;
     char tok_err[256];          /* why tok is NULL */
     /* One forward step at a time: the pool and row scratch are shared by

@@ -101,18 +101,13 @@ static int load_vocab(struct lmoe_tokenizer *t, const struct gguf_file *f, char 
     if (total > UINT32_MAX)
         return lmoe_errf(err, errlen, LMOE_ERR_FORMAT, "tokenizer: token texts total %zu bytes",
                          total);
-    uint32_t cap = 1;
-    while (cap < 2u * (uint32_t)n) cap <<= 1;
     t->text = malloc(total);
     t->off = malloc((size_t)n * sizeof(*t->off));
     t->len = malloc((size_t)n * sizeof(*t->len));
-    t->hash = malloc((size_t)n * sizeof(*t->hash));
     t->type = malloc((size_t)n);
     t->score = calloc((size_t)n, sizeof(*t->score));
-    t->map = calloc(cap, sizeof(*t->map));
-    if (!t->text || !t->off || !t->len || !t->hash || !t->type || !t->score || !t->map)
+    if (!t->text || !t->off || !t->len || !t->type || !t->score)
         return lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "tokenizer: out of memory for %d tokens", n);
-    t->map_mask = cap - 1;
 
     const struct gguf_kv *scores, *types;
     int rc = get_num_array(f, "tokenizer.ggml.scores", n, &scores, err, errlen);
@@ -126,16 +121,32 @@ static int load_vocab(struct lmoe_tokenizer *t, const struct gguf_file *f, char 
         t->text[pos + s.len] = 0;
         t->off[i] = (uint32_t)pos;
         t->len[i] = (uint32_t)s.len;
-        t->hash[i] = tok_hash(s.ptr, s.len);
         pos += s.len + 1;
         t->score[i] = scores ? (float)gguf_arr_num(scores, (uint64_t)i) : 0.0f;
         double ty = types ? gguf_arr_num(types, (uint64_t)i) : LMOE_TOKEN_TYPE_NORMAL;
         t->type[i] = ty >= 0 && ty <= LMOE_TOKEN_TYPE_BYTE ? (uint8_t)ty : LMOE_TOKEN_TYPE_UNDEFINED;
-        /* Empty texts can never be produced by encoding; llama.cpp renames
-         * them, we just leave them out of the table. */
-        if (s.len) tok_insert(t, i);
     }
     return 0;
+}
+
+static int build_trie(struct lmoe_tokenizer *t, char *err, size_t errlen);
+
+int lmoe_tok_index(struct lmoe_tokenizer *t, char *err, size_t errlen) {
+    int n = t->n_vocab;
+    uint32_t cap = 1;
+    while (cap < 2u * (uint32_t)n) cap <<= 1;
+    t->hash = malloc((size_t)n * sizeof(*t->hash));
+    t->map = calloc(cap, sizeof(*t->map));
+    if (!t->hash || !t->map)
+        return lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "tokenizer: out of memory for %d tokens", n);
+    t->map_mask = cap - 1;
+    for (int i = 0; i < n; i++) {
+        t->hash[i] = tok_hash(t->text + t->off[i], t->len[i]);
+        /* Empty texts can never be produced by encoding; llama.cpp renames
+         * them, we just leave them out of the table. */
+        if (t->len[i]) tok_insert(t, i);
+    }
+    return build_trie(t, err, errlen);
 }
 
 /* ---- added tokens ------------------------------------------------------- */
@@ -233,6 +244,11 @@ static const char *const eot_texts[] = {
     "<end_of_utterance>",
 };
 
+void lmoe_tok_guess_eot(struct lmoe_tokenizer *t) {
+    for (size_t i = 0; t->eot < 0 && i < sizeof(eot_texts) / sizeof(eot_texts[0]); i++)
+        t->eot = lmoe_tok_lookup(t, eot_texts[i], strlen(eot_texts[i]));
+}
+
 int lmoe_tokenizer_open(struct lmoe_tokenizer **out, const struct gguf_file *f, char *err,
                         size_t errlen) {
     *out = NULL;
@@ -261,7 +277,7 @@ int lmoe_tokenizer_open(struct lmoe_tokenizer **out, const struct gguf_file *f, 
     if (t->bos >= t->n_vocab) t->bos = -1;
     if (t->eos >= t->n_vocab) t->eos = -1;
     if (t->unk >= t->n_vocab) t->unk = -1;
-    if ((rc = build_trie(t, err, errlen)) != 0) goto fail;
+    if ((rc = lmoe_tok_index(t, err, errlen)) != 0) goto fail;
     rc = t->model == LMOE_TOKENIZER_BPE ? lmoe_tok_bpe_init(t, f, err, errlen)
                                         : lmoe_tok_spm_init(t, err, errlen);
     if (rc) goto fail;
@@ -270,8 +286,7 @@ int lmoe_tokenizer_open(struct lmoe_tokenizer **out, const struct gguf_file *f, 
     get_id(f, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos);
     get_id(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk);
     get_id(f, "tokenizer.ggml.eot_token_id", t->n_vocab, &t->eot);
-    for (size_t i = 0; t->eot < 0 && i < sizeof(eot_texts) / sizeof(eot_texts[0]); i++)
-        t->eot = lmoe_tok_lookup(t, eot_texts[i], strlen(eot_texts[i]));
+    lmoe_tok_guess_eot(t);
     get_flag(f, "tokenizer.ggml.add_bos_token", &t->add_bos);
     get_flag(f, "tokenizer.ggml.add_eos_token", &t->add_eos);
     if (t->model == LMOE_TOKENIZER_SPM)
@@ -285,7 +300,8 @@ fail:
 
 void lmoe_tokenizer_close(struct lmoe_tokenizer *t) {
     if (!t) return;
-    if (t->model == LMOE_TOKENIZER_BPE) lmoe_tok_bpe_free(t);
+    lmoe_tok_bpe_free(t); /* regexes and merges; none for GGUF SPM */
+    lmoe_tok_json_free(t->json);
     free(t->text);
     free(t->off);
     free(t->len);
@@ -299,8 +315,11 @@ void lmoe_tokenizer_close(struct lmoe_tokenizer *t) {
 
 /* ---- encode ------------------------------------------------------------- */
 
+/* Encodes one stretch of text without added tokens; at_start says whether it
+ * begins the whole text (tokenizer.json's Metaspace prepend_scheme "first"). */
 static int encode_raw(const struct lmoe_tokenizer *t, const char *s, size_t n, int after_special,
-                      struct lmoe_ids *ids, char *err, size_t errlen) {
+                      int at_start, struct lmoe_ids *ids, char *err, size_t errlen) {
+    if (t->json) return lmoe_tok_json_encode(t, s, n, at_start, ids, err, errlen);
     if (t->model == LMOE_TOKENIZER_BPE) return lmoe_tok_bpe_encode(t, s, n, ids, err, errlen);
     /* llama.cpp prepends the space at the start and after every added token. */
     return lmoe_tok_spm_encode(t, s, n, t->add_space_prefix && after_special, ids, err, errlen);
@@ -333,13 +352,14 @@ int lmoe_tokenizer_encode(const struct lmoe_tokenizer *t, const char *text, size
             i++;
             continue;
         }
-        if (i > raw) rc = encode_raw(t, text + raw, i - raw, after_special, &ids, err, errlen);
+        if (i > raw) rc = encode_raw(t, text + raw, i - raw, after_special, raw == 0, &ids, err, errlen);
         if (rc == 0) rc = lmoe_ids_push(&ids, id);
         i += mlen;
         raw = i;
         after_special = 1;
     }
-    if (rc == 0 && raw < len) rc = encode_raw(t, text + raw, len - raw, after_special, &ids, err, errlen);
+    if (rc == 0 && raw < len)
+        rc = encode_raw(t, text + raw, len - raw, after_special, raw == 0, &ids, err, errlen);
     if (rc == 0 && !ids.v && !(ids.v = malloc(sizeof(int32_t)))) rc = LMOE_ERR_NOMEM;
     if (rc) {
         free(ids.v);

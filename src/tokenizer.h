@@ -57,6 +57,23 @@ int lmoe_tokenizer_open(struct lmoe_tokenizer **out, const struct gguf_file *f,
                         char *err, size_t errlen);
 void lmoe_tokenizer_close(struct lmoe_tokenizer *t); /* NULL is fine */
 
+/* Reads a Hugging Face tokenizer: path is a tokenizer.json file or a folder
+ * holding one; a tokenizer_config.json beside it (optional) gives bos/eos,
+ * add_bos_token/add_eos_token and the chat template. The BPE model with its
+ * normalizer (NFC/NFD/NFKC/NFKD, Prepend, Replace, Lowercase, Strip,
+ * Sequence), pre-tokenizers (Split, ByteLevel, Metaspace, Digits, Sequence)
+ * and decoder (ByteLevel, or Metaspace / Replace+ByteFallback+Fuse+Strip)
+ * as tokenizers runs them; added tokens marked special are CONTROL tokens,
+ * the others USER_DEFINED. Errors as lmoe_tokenizer_open, plus LMOE_ERR_IO
+ * when the file cannot be read. */
+int lmoe_tokenizer_open_json(struct lmoe_tokenizer **out, const char *path, char *err,
+                             size_t errlen);
+/* tokenizer_config.json's chat_template (the default one when it lists
+ * several): borrowed, valid until close; NULL for GGUF tokenizers and when
+ * there is none. */
+const char *lmoe_tokenizer_chat_template(const struct lmoe_tokenizer *t);
+
+
 /* Encodes len bytes of UTF-8 (no NUL needed). Never adds BOS or EOS; the
  * caller does that from lmoe_tokenizer_add_bos(). *ids_out is malloc'd, the
  * caller frees it (with free); empty text gives *n_out = 0 and a non-NULL

@@ -181,6 +181,39 @@ static int32_t merge_find(const struct lmoe_tokenizer *t, int32_t a, int32_t b, 
     }
 }
 
+int lmoe_tok_bpe_merges_alloc(struct lmoe_tokenizer *t, size_t n_merges) {
+    uint32_t cap = 16;
+    while (cap < 2 * (uint64_t)n_merges) cap <<= 1;
+    t->merge_key = malloc(cap * sizeof(*t->merge_key));
+    t->merge_rank = malloc(cap * sizeof(*t->merge_rank));
+    t->merge_id = malloc(cap * sizeof(*t->merge_id));
+    if (!t->merge_key || !t->merge_rank || !t->merge_id) return LMOE_ERR_NOMEM;
+    memset(t->merge_key, 0xff, cap * sizeof(*t->merge_key));
+    t->merge_mask = cap - 1;
+    return 0;
+}
+
+int lmoe_tok_bpe_merge_add(struct lmoe_tokenizer *t, const char *a, size_t na, const char *b,
+                           size_t nb, int32_t rank) {
+    int32_t ia = lmoe_tok_lookup(t, a, na), ib = lmoe_tok_lookup(t, b, nb);
+    if (ia < 0 || ib < 0) return 0;
+    char small[256], *joined = na + nb <= sizeof small ? small : malloc(na + nb);
+    if (!joined) return LMOE_ERR_NOMEM;
+    memcpy(joined, a, na);
+    memcpy(joined + na, b, nb);
+    int32_t res = lmoe_tok_lookup(t, joined, na + nb);
+    if (joined != small) free(joined);
+    if (res < 0) return 0;
+    uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
+    uint32_t i = pair_hash(key) & t->merge_mask;
+    while (t->merge_key[i] != UINT64_MAX && t->merge_key[i] != key) i = (i + 1) & t->merge_mask;
+    if (t->merge_key[i] == key) return 0;
+    t->merge_key[i] = key;
+    t->merge_rank[i] = rank;
+    t->merge_id[i] = res;
+    return 0;
+}
+
 /* Reads tokenizer.ggml.merges: "left right" strings in rank order. Stored by
  * token ids, as HF's BPE model keeps them; a merge whose parts or result are
  * not tokens can never apply and is skipped, and a repeated pair keeps its
@@ -195,47 +228,18 @@ static int load_merges(struct lmoe_tokenizer *t, const struct gguf_file *f, char
     if (kv->arr_n > (uint64_t)INT32_MAX / 4)
         return lmoe_errf(err, errlen, LMOE_ERR_FORMAT, "tokenizer: %llu merges",
                          (unsigned long long)kv->arr_n);
-    uint32_t cap = 16;
-    while (cap < 2 * (uint32_t)kv->arr_n) cap <<= 1;
-    t->merge_key = malloc(cap * sizeof(*t->merge_key));
-    t->merge_rank = malloc(cap * sizeof(*t->merge_rank));
-    t->merge_id = malloc(cap * sizeof(*t->merge_id));
-    char *joined = NULL;
-    size_t joined_cap = 0;
-    if (!t->merge_key || !t->merge_rank || !t->merge_id) goto oom;
-    memset(t->merge_key, 0xff, cap * sizeof(*t->merge_key));
-    t->merge_mask = cap - 1;
+    if (lmoe_tok_bpe_merges_alloc(t, (size_t)kv->arr_n)) goto oom;
     for (uint64_t r = 0; r < kv->arr_n; r++) {
         struct gguf_str s = gguf_arr_str(kv, r);
         /* The separator is the first space after the first byte, so a left
          * part may itself be a space. */
         const char *sp = s.len > 1 ? memchr(s.ptr + 1, ' ', s.len - 1) : NULL;
         if (!sp) continue;
-        size_t na = (size_t)(sp - s.ptr), nb = s.len - na - 1;
-        int32_t a = lmoe_tok_lookup(t, s.ptr, na), b = lmoe_tok_lookup(t, sp + 1, nb);
-        if (a < 0 || b < 0) continue;
-        if (na + nb > joined_cap) {
-            joined_cap = 2 * (na + nb);
-            char *j = realloc(joined, joined_cap);
-            if (!j) goto oom;
-            joined = j;
-        }
-        memcpy(joined, s.ptr, na);
-        memcpy(joined + na, sp + 1, nb);
-        int32_t res = lmoe_tok_lookup(t, joined, na + nb);
-        if (res < 0) continue;
-        uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-        uint32_t i = pair_hash(key) & t->merge_mask;
-        while (t->merge_key[i] != UINT64_MAX && t->merge_key[i] != key) i = (i + 1) & t->merge_mask;
-        if (t->merge_key[i] == key) continue;
-        t->merge_key[i] = key;
-        t->merge_rank[i] = (int32_t)r;
-        t->merge_id[i] = res;
+        size_t na = (size_t)(sp - s.ptr);
+        if (lmoe_tok_bpe_merge_add(t, s.ptr, na, sp + 1, s.len - na - 1, (int32_t)r)) goto oom;
     }
-    free(joined);
     return 0;
 oom:
-    free(joined);
     return lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "tokenizer: out of memory for merges");
 }
 
@@ -280,12 +284,22 @@ int lmoe_tok_bpe_init(struct lmoe_tokenizer *t, const struct gguf_file *f, char 
         t->re[t->n_re++] = re;
     }
 
+    lmoe_tok_bpe_byte_ids(t);
+    return load_merges(t, f, err, errlen);
+}
+
+void lmoe_tok_bpe_byte_ids(struct lmoe_tokenizer *t) {
     for (int b = 0; b < 256; b++) {
         char u[2];
         size_t n = cp_utf8(byte_to_cp((uint8_t)b), u);
         t->byte_id[b] = lmoe_tok_lookup(t, u, n);
     }
-    return load_merges(t, f, err, errlen);
+}
+
+size_t lmoe_tok_bpe_map(const char *s, size_t n, char *out) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) m += cp_utf8(byte_to_cp((uint8_t)s[i]), out + m);
+    return m;
 }
 
 void lmoe_tok_bpe_free(struct lmoe_tokenizer *t) {
@@ -429,25 +443,13 @@ static void try_pair(const struct lmoe_tokenizer *t, struct bpe_work *w, int32_t
     if (c.rank >= 0) heap_push(w, c);
 }
 
-/* BPE on one piece of n bytes. Each byte starts as its own symbol; the
- * lowest-ranked adjacent pair is merged until no pair has a merge. The heap
- * keeps this O(n log n) per piece: every merge adds at most two candidates,
- * and stale ones are recognised on the way out by their ids. */
-static int bpe_piece(const struct lmoe_tokenizer *t, struct bpe_work *w, const uint8_t *s,
-                     size_t n, struct lmoe_ids *out) {
-    if (n == 1) return t->byte_id[s[0]] >= 0 ? lmoe_ids_push(out, t->byte_id[s[0]]) : 0;
-    if (t->ignore_merges) { /* a piece that is a token is taken whole */
-        if (grow((void **)&w->mapped, &w->cap_mapped, 2 * n, 1)) return LMOE_ERR_NOMEM;
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++) m += cp_utf8(byte_to_cp(s[i]), w->mapped + m);
-        int32_t id = lmoe_tok_lookup(t, w->mapped, m);
-        if (id >= 0) return lmoe_ids_push(out, id);
-    }
-    if (grow((void **)&w->syms, &w->cap_syms, n, sizeof(struct sym)) ||
-        grow((void **)&w->heap, &w->cap_heap, 3 * n, sizeof(struct cand)))
-        return LMOE_ERR_NOMEM;
+/* The merge loop on w->syms[0..n), whose ids are set: the lowest-ranked
+ * adjacent pair is merged until no pair has a merge. The heap keeps this
+ * O(n log n) per piece: every merge adds at most two candidates, and stale
+ * ones are recognised on the way out by their ids. */
+static int bpe_merge(const struct lmoe_tokenizer *t, struct bpe_work *w, size_t n,
+                     struct lmoe_ids *out) {
     for (size_t i = 0; i < n; i++) {
-        w->syms[i].id = t->byte_id[s[i]];
         w->syms[i].prev = (int32_t)i - 1;
         w->syms[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
         w->syms[i].dead = 0;
@@ -469,9 +471,42 @@ static int bpe_piece(const struct lmoe_tokenizer *t, struct bpe_work *w, const u
     /* Symbol 0 never dies (merges absorb to the left), so walk from it. A
      * byte with no token (a vocabulary missing one of the 256) is dropped,
      * as llama.cpp does. */
-    for (int32_t i = 0; i >= 0; i = w->syms[i].next)
+    for (int32_t i = 0; n && i >= 0; i = w->syms[i].next)
         if (w->syms[i].id >= 0 && lmoe_ids_push(out, w->syms[i].id)) return LMOE_ERR_NOMEM;
     return 0;
+}
+
+static int bpe_grow_syms(struct bpe_work *w, size_t n) {
+    if (grow((void **)&w->syms, &w->cap_syms, n, sizeof(struct sym)) ||
+        grow((void **)&w->heap, &w->cap_heap, 3 * n, sizeof(struct cand)))
+        return LMOE_ERR_NOMEM;
+    return 0;
+}
+
+/* BPE on one piece of n bytes, each byte starting as its own symbol. */
+static int bpe_piece(const struct lmoe_tokenizer *t, struct bpe_work *w, const uint8_t *s,
+                     size_t n, struct lmoe_ids *out) {
+    if (n == 1) return t->byte_id[s[0]] >= 0 ? lmoe_ids_push(out, t->byte_id[s[0]]) : 0;
+    if (t->ignore_merges) { /* a piece that is a token is taken whole */
+        if (grow((void **)&w->mapped, &w->cap_mapped, 2 * n, 1)) return LMOE_ERR_NOMEM;
+        size_t m = lmoe_tok_bpe_map((const char *)s, n, w->mapped);
+        int32_t id = lmoe_tok_lookup(t, w->mapped, m);
+        if (id >= 0) return lmoe_ids_push(out, id);
+    }
+    if (bpe_grow_syms(w, n)) return LMOE_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) w->syms[i].id = t->byte_id[s[i]];
+    return bpe_merge(t, w, n, out);
+}
+
+int lmoe_tok_bpe_merge_ids(const struct lmoe_tokenizer *t, const int32_t *ids, size_t n,
+                           struct lmoe_ids *out) {
+    struct bpe_work w = {0};
+    int rc = bpe_grow_syms(&w, n ? n : 1);
+    for (size_t i = 0; rc == 0 && i < n; i++) w.syms[i].id = ids[i];
+    if (rc == 0) rc = bpe_merge(t, &w, n, out);
+    free(w.syms);
+    free(w.heap);
+    return rc;
 }
 
 int lmoe_tok_bpe_encode(const struct lmoe_tokenizer *t, const char *s, size_t n,

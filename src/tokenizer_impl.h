@@ -1,7 +1,7 @@
 /*
- * tokenizer_impl.h - what tokenizer.c, tokenizer_bpe.c and tokenizer_spm.c
- * share: the handle's layout, the vocabulary lookup and a growable id list.
- * Nothing outside those three files includes it.
+ * tokenizer_impl.h - what tokenizer.c, tokenizer_bpe.c, tokenizer_spm.c and
+ * tokenizer_json.c share: the handle's layout, the vocabulary lookup and a
+ * growable id list. Nothing outside those files includes it.
  */
 #ifndef LMOE_TOKENIZER_IMPL_H
 #define LMOE_TOKENIZER_IMPL_H
@@ -12,6 +12,7 @@
 #include "tokenizer.h"
 
 struct gguf_file;
+struct lmoe_tok_json;
 
 /* Most regexes any pre-tokenizer applies in sequence. */
 #define LMOE_TOK_MAX_REGEX 8
@@ -62,6 +63,10 @@ struct lmoe_tokenizer {
 
     int32_t bos, eos, eot, unk;
     int add_bos, add_eos, add_space_prefix;
+
+    /* Opened from tokenizer.json: its normalizer and pre-tokenizer pipeline,
+     * which then encodes every stretch (tokenizer_json.c). NULL for GGUF. */
+    struct lmoe_tok_json *json;
 };
 
 /* A growable list of ids. */
@@ -75,6 +80,12 @@ int lmoe_ids_push(struct lmoe_ids *ids, int32_t id);
 /* The id whose text is exactly s[0..n), or -1. */
 int32_t lmoe_tok_lookup(const struct lmoe_tokenizer *t, const char *s, size_t n);
 
+/* Hashes the texts and builds the text -> id table and the added-token
+ * trie, once off/len/text/type are filled (both loaders). */
+int lmoe_tok_index(struct lmoe_tokenizer *t, char *err, size_t errlen);
+/* Sets eot from a list of well-known texts when it is still -1. */
+void lmoe_tok_guess_eot(struct lmoe_tokenizer *t);
+
 /* Model-specific parts. _init reads the model's own keys and fills its
  * fields; _encode appends the ids of one stretch of raw text (no added
  * tokens inside) to out. */
@@ -84,6 +95,24 @@ void lmoe_tok_bpe_free(struct lmoe_tokenizer *t);
 int lmoe_tok_bpe_encode(const struct lmoe_tokenizer *t, const char *s, size_t n,
                         struct lmoe_ids *out, char *err, size_t errlen);
 size_t lmoe_tok_bpe_unmap(const char *piece, size_t n, char *buf, size_t buflen);
+/* GPT-2's stand-in characters for s[0..n) into out (room for 2n bytes). */
+size_t lmoe_tok_bpe_map(const char *s, size_t n, char *out);
+/* byte_id[] from the vocabulary's stand-in characters. */
+void lmoe_tok_bpe_byte_ids(struct lmoe_tokenizer *t);
+/* The merge table: room for n merges, then each "a b" pair by rank (a pair
+ * whose parts or result are not tokens is skipped; the first rank wins).
+ * Both return 0 or LMOE_ERR_NOMEM. */
+int lmoe_tok_bpe_merges_alloc(struct lmoe_tokenizer *t, size_t n_merges);
+int lmoe_tok_bpe_merge_add(struct lmoe_tokenizer *t, const char *a, size_t na, const char *b,
+                           size_t nb, int32_t rank);
+/* Runs the merges on the symbols ids[0..n) and appends the result. */
+int lmoe_tok_bpe_merge_ids(const struct lmoe_tokenizer *t, const int32_t *ids, size_t n,
+                           struct lmoe_ids *out);
+
+/* tokenizer.json: the encode of one stretch, and freeing the pipeline. */
+int lmoe_tok_json_encode(const struct lmoe_tokenizer *t, const char *s, size_t n, int at_start,
+                         struct lmoe_ids *out, char *err, size_t errlen);
+void lmoe_tok_json_free(struct lmoe_tok_json *j);
 
 int lmoe_tok_spm_init(struct lmoe_tokenizer *t, char *err, size_t errlen);
 int lmoe_tok_spm_encode(const struct lmoe_tokenizer *t, const char *s, size_t n,

@@ -22,6 +22,8 @@ void test_tokenizer(void);
 void test_sampler(void);
 void test_writer(void);
 void test_chat(void);
+void test_quantize(void);
+void test_server(void);
 
 static const struct {
     const char *name;
@@ -36,6 +38,8 @@ static const struct {
     {"chat", test_chat},           /* chat formats against jinja2 renders */
     {"writer", test_writer},   /* GGUF writer round trips through the reader */
     {"cli", test_cli},         /* the leanmoe program's interfaces */
+    {"quantize", test_quantize}, /* quantizers vs gguf-py and ggml; quantize, perplexity */
+    {"server", test_server},   /* leanmoe serve, black-box over HTTP */
 };
 
 void *test_read_file(const char *path, size_t *size) {

@@ -57,8 +57,16 @@ static void check_errors(void) {
     rc = run("logits -m " LMOE_TEST_DIR "/golden/models/llama-f32.gguf --ids 1,99999 -o /dev/null", out,
              sizeof out, err, sizeof err);
     CHECKF(rc == 1 && one_line_error(err) && strstr(err, "99999"), "id out of range: '%s'", err);
-    rc = run("info", out, sizeof out, err, sizeof err);
-    CHECKF(rc == 1 && one_line_error(err), "no model: '%s'", err);
+    rc = run("run", out, sizeof out, err, sizeof err);
+    CHECKF(rc == 1 && one_line_error(err) && strstr(err, "prompt"), "no prompt: '%s'", err);
+    rc = run("run -m " LMOE_TEST_DIR "/golden/models/llama-f32.gguf -p hello --ctx 2", out, sizeof out, err,
+             sizeof err);
+    CHECKF(rc == 1 && one_line_error(err) && strstr(err, "context"), "prompt longer than the context: '%s'", err);
+    rc = run("run -m " LMOE_SHARED_DIR "/tokenizers/llama.cpp/ggml-vocab-llama-spm.gguf -p hello", out, sizeof out,
+             err, sizeof err);
+    CHECKF(rc == 1 && one_line_error(err) && strstr(err, "no tensors"), "vocabulary-only file: '%s'", err);
+    rc = run("run -p \"$(printf '\\377\\376')\"", out, sizeof out, err, sizeof err);
+    CHECKF(rc == 1 && one_line_error(err) && strstr(err, "UTF-8"), "invalid UTF-8: '%s'", err);
     /* Every truncation of a real file is refused with one line. */
     size_t size;
     char *file = test_read_file(LMOE_TEST_DIR "/golden/models/ds3-f32.gguf", &size);

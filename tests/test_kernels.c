@@ -11,6 +11,9 @@
  *     dot of the dequantized weights and dequantized activations (the
  *     integer formula), and against the unquantized activations within the
  *     bound the quantization step gives;
+ *   - gemm tiles: bit for bit against vec_dot of the same table, on shapes
+ *     whose rows and tokens are not multiples of the tile, with nothing
+ *     written outside the n_rows x n_tok outputs;
  *   - op_matmul: fast route against direct vec_dot calls, thread count
  *     independence, and against the reference (float) route within the
  *     activation quantization error.
@@ -399,6 +402,64 @@ static void test_vec_dot(const struct lmoe_kernels *k) {
     free(x), free(xq), free(wf), free(row), free(act);
 }
 
+/* ---- Multi-token tiles ------------------------------------------------------ */
+
+/* gemm must give vec_dot's bits for every (row, token), whatever the tile
+ * a row or token falls in: ragged row and token counts, weight rows and
+ * activation rows at odd addresses and strides, y with padding that must
+ * stay untouched. */
+static void test_gemm(const struct lmoe_kernels *k) {
+    static const int rows[] = {1, 2, 3, 4, 5, 7, 8, 13};
+    static const int toks[] = {1, 2, 3, 4, 5, 6, 9};
+    for (size_t ti = 0; ti < N_OF(quant_types); ti++) {
+        uint32_t type = quant_types[ti];
+        if (!k->gemm[type]) continue;
+        const struct lmoe_dtype_traits *tr = lmoe_dtype_get(type);
+        uint32_t at = lmoe_vec_dot_act_type(type);
+        for (int nbk = 1; nbk <= 3; nbk += 2) {
+            int n = nbk * (tr->block_size == 32 ? 5 : 1) * tr->block_size; /* 1 or 3 K-blocks; 5 or 15 legacy */
+            size_t wrb = (size_t)lmoe_dtype_row_size(type, n) + 3, arb = (size_t)lmoe_dtype_row_size(at, n) + 5;
+            uint8_t *w = malloc(wrb * 13 + 1), *act = malloc(arb * 9 + 1);
+            float *x = malloc(sizeof(float) * (size_t)n);
+            for (int r = 0; r < 13; r++) random_row(type, w + 1 + wrb * (size_t)r, n, 1.0f);
+            for (int t = 0; t < 9; t++) {
+                random_act(x, n, t % N_ACT_KINDS);
+                k->quantize_act(at, x, act + 1 + arb * (size_t)t, n);
+            }
+            for (size_t ri = 0; ri < N_OF(rows); ri++)
+                for (size_t tj = 0; tj < N_OF(toks); tj++) {
+                    int nr = rows[ri], nt = toks[tj], ldy = nr + 2;
+                    float y[9 * 15];
+                    for (int i = 0; i < 9 * 15; i++) y[i] = -3.0f;
+                    k->gemm[type](n, nr, nt, w + 1, wrb, act + 1, arb, y, (size_t)ldy);
+                    int bad = 0, bad_pad = 0;
+                    for (int t = 0; t < nt; t++) {
+                        for (int r = 0; r < nr; r++) {
+                            float want = k->vec_dot[type](n, w + 1 + wrb * (size_t)r, act + 1 + arb * (size_t)t);
+                            if (!same_float(y[t * ldy + r], want)) {
+                                if (bad < 3)
+                                    fprintf(stderr, "  gemm %s %s n=%d %dx%d [r%d t%d]: %.9g, vec_dot %.9g\n", tr->name,
+                                            k->name, n, nr, nt, r, t, y[t * ldy + r], want);
+                                bad++;
+                            }
+                        }
+                        for (int r = nr; r < ldy; r++) bad_pad += y[t * ldy + r] != -3.0f;
+                    }
+                    for (int i = nt * ldy; i < 9 * 15; i++) bad_pad += y[i] != -3.0f;
+                    CHECKF(bad == 0, "gemm %s %s n=%d rows=%d toks=%d: %d outputs differ from vec_dot", tr->name,
+                           k->name, n, nr, nt, bad);
+                    CHECKF(bad_pad == 0, "gemm %s %s n=%d rows=%d toks=%d: wrote %d elements outside", tr->name,
+                           k->name, n, nr, nt, bad_pad);
+                }
+            free(w), free(act), free(x);
+        }
+    }
+    /* the AVX-512 table has tiles for these (tests would skip a NULL) */
+    if (strcmp(k->name, "avx512") == 0)
+        CHECK(k->gemm[LMOE_DTYPE_Q8_0] && k->gemm[LMOE_DTYPE_Q4_0] && k->gemm[LMOE_DTYPE_Q5_0] &&
+              k->gemm[LMOE_DTYPE_Q4_K] && k->gemm[LMOE_DTYPE_Q5_K] && k->gemm[LMOE_DTYPE_Q6_K]);
+}
+
 /* ---- The matmul driver --------------------------------------------------- */
 
 struct mm_env {
@@ -426,7 +487,7 @@ static void test_matmul(const struct lmoe_kernels *k) {
                                      LMOE_DTYPE_Q2_K, LMOE_DTYPE_Q3_K, LMOE_DTYPE_Q4_K, LMOE_DTYPE_Q5_K,
                                      LMOE_DTYPE_Q6_K};
     static const int Ts[] = {1, 5, 70}; /* 70: more than one chunk of activation rows */
-    const int n_out = 37, n_expert = 2, ldy = n_out + 3;
+    const int n_out = 101, n_expert = 2, ldy = n_out + 3; /* 101: threaded at T = 70, ragged tiles */
     /* the same table, with the fast route switched on: the driver must
      * then equal direct vec_dot calls */
     struct lmoe_kernels fast = *k;
@@ -512,6 +573,7 @@ void test_kernels(void) {
         test_float_kernels(k);
         test_quantize_act(k);
         test_vec_dot(k);
+        test_gemm(k);
         test_matmul(k);
     }
 }

@@ -12,6 +12,12 @@
  * added tokens with and without parse_special, the streaming UTF-8 decoder,
  * a long word (the merge loop must not be quadratic), and small GGUFs built
  * in memory for the error paths and the merge order.
+ *
+ * tokenizer.json: the same DeepSeek-V3 and Qwen3 cases loaded from the
+ * published tokenizer.json files directly, NFC cases and two tiny
+ * SentencePiece-style tokenizers (tests/golden/tokenizer, made with HF
+ * tokenizers by tools/make_tokenizer_json_goldens.py), tokenizer_config.json
+ * tokens, added tokens, and the error paths.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -68,6 +74,10 @@ static int parse_ids(const char *line, int32_t *ids, int max) {
     int n = 0;
     char *end;
     for (const char *p = line; *p && *p != '\n' && n < max;) {
+        if (*p == ' ' || *p == '\t') { /* strtol would skip a newline too */
+            p++;
+            continue;
+        }
         long v = strtol(p, &end, 10);
         if (end == p) {
             p++;
@@ -114,7 +124,7 @@ static void print_ids(const char *what, const int32_t *ids, int n) {
 /* Runs every case of inp against out. roundtrip: 1 exact, 2 with the SPM
  * leading space. Returns the number of cases that match. */
 static int run_cases(const char *name, const struct lmoe_tokenizer *t, const char *inp_path,
-                     const char *out_path, int roundtrip) {
+                     const char *out_path, int roundtrip, int n_cases) {
     char *inp = test_read_file(inp_path, NULL), *out = test_read_file(out_path, NULL);
     CHECKF(inp && out, "%s: cannot read %s or %s", name, inp_path, out_path);
     if (!inp || !out) {
@@ -124,7 +134,7 @@ static int run_cases(const char *name, const struct lmoe_tokenizer *t, const cha
     }
     char *cases[128];
     int n = split_cases(inp, cases, 128), good = 0;
-    CHECKF(n == 46, "%s: %d cases", name, n);
+    CHECKF(n == n_cases, "%s: %d cases, expected %d", name, n, n_cases);
     const char *line = out;
     static int32_t want[4096];
     for (int c = 0; c < n; c++) {
@@ -455,6 +465,198 @@ static void check_utf8_stream(void) {
     CHECK(lmoe_utf8_valid_prefix("ab\xc3\xa9\xed\xa0\x80", 7) == 4);
 }
 
+
+/* ---- tokenizer.json ------------------------------------------------------ */
+
+#define TOK_GOLDEN LMOE_TEST_DIR "/golden/tokenizer/"
+
+static struct lmoe_tokenizer *open_json(const char *path) {
+    char err[256] = "";
+    struct lmoe_tokenizer *t = NULL;
+    double t0 = now_s();
+    int rc = lmoe_tokenizer_open_json(&t, path, err, sizeof(err));
+    double dt = now_s() - t0;
+    CHECKF(rc == 0 && t, "%s: %s", path, err);
+    /* Parsing 11 MB of JSON under the sanitizers: generous. */
+    if (rc == 0) CHECKF(dt < 10.0, "%s: open took %.3f s", path, dt);
+    fprintf(stderr, "tokenizer: opened %s in %.2f s\n", path, dt);
+    return t;
+}
+
+/* Writes text to dir/tokenizer.json and tries to open it. */
+static int open_json_text(const char *text, char *err, size_t errlen) {
+    const char *dir = LMOE_BUILD_DIR "/tokjson";
+    char path[512];
+    snprintf(path, sizeof path, "mkdir -p '%s'", dir);
+    if (system(path) != 0) return -100;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "wb");
+    if (!f) return -100;
+    fputs(text, f);
+    fclose(f);
+    struct lmoe_tokenizer *t = NULL;
+    int rc = lmoe_tokenizer_open_json(&t, dir, err, errlen);
+    if (rc == 0) CHECK(t != NULL);
+    else CHECK(t == NULL && err[0] && !strchr(err, '\n'));
+    lmoe_tokenizer_close(t);
+    return rc;
+}
+
+static void check_json_errors(void) {
+    char err[256] = "";
+    struct lmoe_tokenizer *t = (struct lmoe_tokenizer *)1;
+    int rc = lmoe_tokenizer_open_json(&t, LMOE_BUILD_DIR "/no/such/dir", err, sizeof err);
+    CHECKF(rc == LMOE_ERR_IO && t == NULL, "missing: %d %s", rc, err);
+    CHECK(open_json_text("{\"model\": ", err, sizeof err) == LMOE_ERR_FORMAT);
+    CHECK(open_json_text("[1, 2]", err, sizeof err) == LMOE_ERR_FORMAT);
+    CHECK(open_json_text("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}", err, sizeof err) ==
+          LMOE_ERR_UNSUPPORTED && strstr(err, "WordPiece"));
+    CHECK(open_json_text("{\"model\": {\"type\": \"BPE\", \"vocab\": {}}}", err, sizeof err) == LMOE_ERR_FORMAT);
+    CHECK(open_json_text("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 99999999}}}", err, sizeof err) ==
+          LMOE_ERR_FORMAT);
+    CHECK(open_json_text("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [3]}}", err,
+                         sizeof err) == LMOE_ERR_FORMAT);
+    CHECK(open_json_text("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"pre_tokenizer\": "
+                         "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}}",
+                         err, sizeof err) == LMOE_ERR_UNSUPPORTED);
+    CHECK(open_json_text("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"normalizer\": "
+                         "{\"type\": \"Precompiled\"}}", err, sizeof err) == LMOE_ERR_UNSUPPORTED &&
+          strstr(err, "Precompiled"));
+    /* A minimal one opens, and encodes characters it lacks to nothing. */
+    CHECK(open_json_text("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, "
+                         "\"merges\": [\"a b\"]}}", err, sizeof err) == 0);
+}
+
+/* Split behaviors (with and without invert) and a String pattern: the ids
+ * tokenizers 0.23.3 gives for "aa-a--a" with the same tokenizer.json. */
+static void check_json_split(void) {
+    static const char *fmt =
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"-\": 1, \"a-\": 2, \"-a\": 3, \"aa\": 4}, "
+        "\"merges\": [\"a -\", \"- a\", \"a a\"]}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
+        "{\"String\": \"-\"}, \"behavior\": \"%s\", \"invert\": %s}}";
+    static const struct {
+        const char *behavior;
+        int invert, n;
+        int32_t ids[8];
+    } cases[] = {
+        {"Removed", 0, 3, {4, 0, 0}},
+        {"Removed", 1, 3, {1, 1, 1}},
+        {"Isolated", 0, 6, {4, 1, 0, 1, 1, 0}},
+        {"Isolated", 1, 6, {4, 1, 0, 1, 1, 0}},
+        {"MergedWithPrevious", 0, 5, {0, 2, 2, 1, 0}},
+        {"MergedWithPrevious", 1, 4, {4, 3, 1, 3}},
+        {"MergedWithNext", 0, 4, {4, 3, 1, 3}},
+        {"MergedWithNext", 1, 5, {0, 2, 2, 1, 0}},
+        {"Contiguous", 0, 6, {4, 1, 0, 1, 1, 0}},
+        {"Contiguous", 1, 6, {4, 1, 0, 1, 1, 0}},
+    };
+    const char *dir = LMOE_BUILD_DIR "/tokjson";
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[1024], err[256] = "";
+        snprintf(text, sizeof text, fmt, cases[i].behavior, cases[i].invert ? "true" : "false");
+        if (open_json_text(text, err, sizeof err) != 0) {
+            CHECKF(0, "split %s: %s", cases[i].behavior, err);
+            continue;
+        }
+        struct lmoe_tokenizer *t = NULL;
+        CHECK(lmoe_tokenizer_open_json(&t, dir, err, sizeof err) == 0);
+        if (!t) continue;
+        CHECKF(encodes_to(t, "aa-a--a", 0, cases[i].ids, cases[i].n), "split %s invert %d",
+               cases[i].behavior, cases[i].invert);
+        lmoe_tokenizer_close(t);
+    }
+}
+
+static void check_json(void) {
+    struct lmoe_tokenizer *t;
+    check_json_errors();
+    check_json_split();
+
+    /* DeepSeek-V3: 46 llama.cpp-style cases, config tokens and template. */
+    if ((t = open_json(LMOE_SHARED_DIR "/tokenizers/deepseek-v3")) != NULL) {
+        run_cases("deepseek-v3.json", t, LMOE_SHARED_DIR "/tokenizers/deepseek-v3/deepseek-v3.inp",
+                  LMOE_SHARED_DIR "/tokenizers/deepseek-v3/deepseek-v3.out", 1, 46);
+        CHECK(lmoe_tokenizer_bos(t) == 0 && lmoe_tokenizer_eos(t) == 1 && lmoe_tokenizer_eot(t) == 1);
+        CHECK(lmoe_tokenizer_add_bos(t) == 1 && lmoe_tokenizer_add_eos(t) == 0);
+        CHECK(lmoe_tokenizer_model(t) == LMOE_TOKENIZER_BPE && lmoe_tokenizer_n_vocab(t) == 128815);
+        const char *tmpl = lmoe_tokenizer_chat_template(t);
+        CHECK(tmpl && strstr(tmpl, "<\xef\xbd\x9cUser\xef\xbd\x9c>"));
+        CHECK(lmoe_tokenizer_is_control(t, 0));
+        char buf[64];
+        CHECK(lmoe_tokenizer_decode(t, 0, buf, sizeof buf) == 29 && memcmp(buf, "<\xef\xbd\x9c" "begin", 8) == 0);
+    }
+    lmoe_tokenizer_close(t);
+
+    /* Qwen3: NFC normalizer; special (CONTROL) and plain (USER_DEFINED) added tokens. */
+    if ((t = open_json(LMOE_SHARED_DIR "/tokenizers/qwen3/tokenizer.json")) != NULL) {
+        run_cases("qwen2.json", t, VOCAB_DIR "ggml-vocab-qwen2.gguf.inp", VOCAB_DIR "ggml-vocab-qwen2.gguf.out",
+                  1, 46);
+        run_cases("qwen3.json", t, VOCAB_DIR "ggml-vocab-qwen2.gguf.inp", TOK_GOLDEN "qwen3.out", 1, 46);
+        run_cases("qwen3-nfc", t, TOK_GOLDEN "qwen3-nfc.inp", TOK_GOLDEN "qwen3-nfc.out", 0, 9);
+        CHECK(lmoe_tokenizer_bos(t) == -1 && lmoe_tokenizer_eos(t) == 151645 && lmoe_tokenizer_add_bos(t) == 0);
+        CHECK(lmoe_tokenizer_eot(t) == 151645 && lmoe_tokenizer_n_vocab(t) == 151669);
+        const char *tmpl = lmoe_tokenizer_chat_template(t);
+        CHECK(tmpl && strstr(tmpl, "<|im_start|>"));
+        int32_t want[] = {151644, find(t, "user"), 198};
+        CHECK(encodes_to(t, "<|im_start|>user\n", 1, want, 3));
+        int32_t *ids = NULL;
+        int n = 0;
+        char err[256];
+        CHECK(lmoe_tokenizer_encode(t, "<|im_start|>", 12, 0, &ids, &n, err, sizeof err) == 0 && n > 1);
+        free(ids);
+        int32_t think[] = {151667, find(t, "hi"), 151668};
+        CHECK(encodes_to(t, "<think>hi</think>", 0, think, 3)); /* not special: always matched */
+        CHECK(lmoe_tokenizer_token_type(t, 151667) == LMOE_TOKEN_TYPE_USER_DEFINED);
+        CHECK(lmoe_tokenizer_token_type(t, 151644) == LMOE_TOKEN_TYPE_CONTROL);
+        /* NFC: "e" + U+0301 encodes as the precomposed é. */
+        int32_t *a = NULL, *b = NULL;
+        int na = 0, nb = 0;
+        CHECK(lmoe_tokenizer_encode(t, "caf\xc3\xa9", 5, 0, &a, &na, err, sizeof err) == 0);
+        CHECK(lmoe_tokenizer_encode(t, "cafe\xcc\x81", 6, 0, &b, &nb, err, sizeof err) == 0);
+        CHECK(na == nb && na > 0 && memcmp(a, b, (size_t)na * 4) == 0);
+        free(a);
+        free(b);
+    }
+    lmoe_tokenizer_close(t);
+
+    /* SentencePiece-style BPE from tokenizer.json: characters, byte
+     * fallback, unk, Metaspace and Prepend/Replace normalizers. */
+    if ((t = open_json(TOK_GOLDEN "spm-legacy")) != NULL) {
+        run_cases("spm-legacy", t, TOK_GOLDEN "spm-legacy/cases.inp", TOK_GOLDEN "spm-legacy/cases.out", 2, 10);
+        CHECK(lmoe_tokenizer_model(t) == LMOE_TOKENIZER_SPM);
+        CHECK(lmoe_tokenizer_chat_template(t) == NULL && lmoe_tokenizer_bos(t) == -1);
+        int32_t b0 = find(t, "<0x0A>");
+        char buf[8];
+        CHECK(b0 >= 0 && lmoe_tokenizer_token_type(t, b0) == LMOE_TOKEN_TYPE_BYTE);
+        CHECK(lmoe_tokenizer_decode(t, b0, buf, sizeof buf) == 1 && buf[0] == '\n');
+    }
+    lmoe_tokenizer_close(t);
+    if ((t = open_json(TOK_GOLDEN "spm-meta/tokenizer.json")) != NULL)
+        run_cases("spm-meta", t, TOK_GOLDEN "spm-meta/cases.inp", TOK_GOLDEN "spm-meta/cases.out", 0, 10);
+    lmoe_tokenizer_close(t);
+
+    /* Through the engine: a folder with only tokenizer files opens
+     * vocabulary-only; a full open says what is missing. */
+    lmoe_engine *e = NULL;
+    char err[512] = "";
+    struct lmoe_engine_options opt = {.n_threads = 1, .vocab_only = 1};
+    int rc = lmoe_engine_open(&e, LMOE_SHARED_DIR "/tokenizers/qwen3", &opt, err, sizeof err);
+    CHECKF(rc == 0 && e, "engine on a folder: %s", err);
+    if (e) {
+        int32_t *ids = NULL;
+        int n = 0;
+        CHECK(lmoe_tokenize(e, "Hello world", 11, 1, 0, &ids, &n, err, sizeof err) == 0 && n == 2 &&
+              ids[0] == 9707);
+        free(ids);
+        CHECK(lmoe_token_eos(e) == 151645);
+    }
+    lmoe_engine_close(e);
+    opt.vocab_only = 0;
+    e = NULL;
+    rc = lmoe_engine_open(&e, LMOE_SHARED_DIR "/tokenizers/qwen3", &opt, err, sizeof err);
+    CHECKF(rc == LMOE_ERR_UNSUPPORTED && e == NULL && strstr(err, "safetensors"), "full open: %d %s", rc, err);
+}
+
 /* ---- the suite ---------------------------------------------------------- */
 
 void test_tokenizer(void) {
@@ -474,7 +676,7 @@ void test_tokenizer(void) {
         snprintf(inp, sizeof(inp), "%s.inp", path);
         snprintf(out, sizeof(out), "%s.out", path);
         if ((t = open_vocab(path, &gf)) != NULL) {
-            run_cases(shipped[i].name, t, inp, out, shipped[i].roundtrip);
+            run_cases(shipped[i].name, t, inp, out, shipped[i].roundtrip, 46);
             if (strcmp(shipped[i].name, "deepseek-coder") == 0) check_deepseek_coder(t);
             if (strcmp(shipped[i].name, "llama-spm") == 0) check_spm(t);
         }
@@ -505,7 +707,7 @@ void test_tokenizer(void) {
         fclose(fp);
         if ((t = open_vocab(built[i].gguf, &gf)) != NULL) {
             const char *name = strrchr(built[i].out, '/') + 1;
-            run_cases(name, t, built[i].inp, built[i].out, 1);
+            run_cases(name, t, built[i].inp, built[i].out, 1, 46);
             if (strstr(built[i].gguf, "deepseek-v3")) {
                 CHECK(strcmp(lmoe_tokenizer_pre(t), "deepseek-v3") == 0);
                 CHECK(lmoe_tokenizer_bos(t) == 0 && lmoe_tokenizer_eos(t) == 1);
@@ -519,6 +721,8 @@ void test_tokenizer(void) {
         lmoe_tokenizer_close(t);
         gguf_close(gf);
     }
+
+    check_json();
 
     /* Llama 3's expected ids ship without its vocabulary. */
     fprintf(stderr, "tokenizer: skipped: %s missing (no Llama 3 tokenizer.json in shared/data)\n",

@@ -66,6 +66,12 @@ struct gguf_tensor {
     uint64_t offset;           /* from the start of the data section */
     uint64_t nbytes;
     const void *data; /* view into the mapping */
+    /* Set only for checkpoint folders (safetensors.h), zero otherwise: see
+     * struct lmoe_tensor for their meaning. data is expert 0's matrix. */
+    const void *const *expert_data;
+    const float *block_scale;
+    const float *const *expert_scale;
+    int64_t n_col_blocks;
 };
 
 struct gguf_file {

@@ -33,7 +33,7 @@ static int cpu_can(const char *name) {
     if (strcmp(name, "avx512") == 0)
         return lmoe_kernels_avx512.name && cpu_can("avx2") && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512dq");
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
 #endif
     return strcmp(name, "ref") == 0;
 }

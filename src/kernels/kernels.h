@@ -8,9 +8,25 @@
 #ifndef LMOE_KERNELS_H
 #define LMOE_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "quant/quant.h"
+
+/*
+ * A tile of a quantized matrix product, for prompt processing: weight rows
+ * [0, n_rows) (w_row_bytes apart, n elements each) times activation rows
+ * [0, n_tok) (act_row_bytes apart, quantized as for vec_dot):
+ *
+ *   y[t * ldy + r] = vec_dot[type](n, w + r * w_row_bytes, act + t * act_row_bytes)
+ *
+ * bit for bit, for every r and t: a gemm reads each weight block once for
+ * several tokens, but computes each output exactly as vec_dot would, so
+ * results do not depend on how many tokens are batched or how rows are
+ * split between threads.
+ */
+typedef void (*lmoe_gemm_fn)(int n, int n_rows, int n_tok, const void *w, size_t w_row_bytes, const void *act,
+                             size_t act_row_bytes, float *y, size_t ldy);
 
 struct lmoe_kernels {
     const char *name;
@@ -43,6 +59,9 @@ struct lmoe_kernels {
      */
     void (*quantize_act)(uint32_t act_type, const float *x, void *dst, int n);
     lmoe_vec_dot_fn vec_dot[LMOE_DTYPE_COUNT];
+    /* Multi-token products by weight type (see lmoe_gemm_fn); NULL where a
+     * table has none, and op_matmul then calls vec_dot per row and token. */
+    lmoe_gemm_fn gemm[LMOE_DTYPE_COUNT];
     /* 1: op_matmul quantizes activations and calls vec_dot (the fast
      * route). 0: it decodes each weight row with dequantize_row and calls
      * dot_f32, the reference route the model goldens were made against. */
@@ -52,7 +71,7 @@ struct lmoe_kernels {
 /* The scalar reference table. */
 extern const struct lmoe_kernels lmoe_kernels_ref;
 
-/* The AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, DQ) tables, built on x86-64
+/* The AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, DQ, VNNI) tables, built on x86-64
  * only; use them only when lmoe_kernels_have() says the CPU can. */
 extern const struct lmoe_kernels lmoe_kernels_avx2;
 extern const struct lmoe_kernels lmoe_kernels_avx512;

@@ -104,6 +104,13 @@ static int bind(struct loader *l, struct lmoe_tensor *t, const char *name,
     t->type = g->type;
     memcpy(t->ne, want, sizeof want);
     t->row_bytes = (size_t)lmoe_dtype_row_size(g->type, ne0);
+    t->expert_data = g->expert_data;
+    t->block_scale = g->block_scale;
+    t->expert_scale = g->expert_scale;
+    t->n_col_blocks = g->n_col_blocks;
+    if ((g->block_scale || g->expert_scale) != (lmoe_fp8_traits(g->type) != NULL) ||
+        (g->expert_data && ne2 <= 1))
+        return lmoe_errf(l->err, l->errlen, LMOE_ERR_FORMAT, "model: tensor '%s' has inconsistent storage", name);
     return 0;
 }
 
@@ -195,6 +202,9 @@ static int load_gqa_family(struct loader *l, struct lmoe_model *m) {
                          "model: rope.dimension_count %d does not fit head size %d",
                          hp->n_rot, hp->head_dim_k);
     hp->rope_mode = hp->arch == LMOE_ARCH_LLAMA ? LMOE_ROPE_NORM : LMOE_ROPE_NEOX;
+    /* Llama weights as published (not permuted by the converter) rotate
+     * halves; the safetensors reader says so. */
+    if (gguf_find_kv(l->f, "leanmoe.rope_neox")) hp->rope_mode = LMOE_ROPE_NEOX;
     if ((rc = key_u32(l, "feed_forward_length", &hp->n_ff, 0))) return rc;
     if ((rc = key_u32(l, "expert_count", &hp->n_expert, 0))) return rc;
     if ((rc = key_u32(l, "expert_used_count", &hp->n_expert_used, 0))) return rc;
@@ -277,7 +287,7 @@ static int load_deepseek2(struct loader *l, struct lmoe_model *m) {
         return lmoe_errf(l->err, l->errlen, LMOE_ERR_FORMAT,
                          "model: inconsistent MLA sizes (key %d, rope %d, value %d, kv_lora %d)",
                          qk_head, hp->qk_rope, v_head, hp->kv_lora_rank);
-    hp->rope_mode = LMOE_ROPE_NORM;
+    hp->rope_mode = gguf_find_kv(l->f, "leanmoe.rope_neox") ? LMOE_ROPE_NEOX : LMOE_ROPE_NORM;
     if ((rc = key_u32(l, "feed_forward_length", &hp->n_ff, 0)) ||
         (rc = key_u32(l, "leading_dense_block_count", &hp->n_layer_dense_lead, 0)) ||
         (rc = key_u32(l, "expert_count", &hp->n_expert, 0)) ||

@@ -84,6 +84,7 @@ static struct lmoe_tensor row_view(const struct lmoe_tensor *w, int r0, int n) {
     struct lmoe_tensor v = *w;
     v.data = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
     v.ne[1] = n;
+    v.scale_row0 = w->scale_row0 + r0; /* FP8 block scales stay with the rows */
     return v;
 }
 

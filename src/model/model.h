@@ -39,7 +39,24 @@ struct lmoe_tensor {
     uint32_t type;    /* enum lmoe_dtype */
     int64_t ne[4];
     size_t row_bytes; /* bytes of one row of ne[0] elements */
+    /* Checkpoints opened as published (format/safetensors.h); zero for
+     * GGUF files. expert_data: expert e's [ne[1]][ne[0]] matrix starts at
+     * expert_data[e] instead of data + e * ne[1] * row_bytes. FP8 block
+     * types (quant.h): block_scale holds [ceil(ne[1]/128)][n_col_blocks]
+     * scales (expert_scale[e] per expert with expert_data), and
+     * scale_row0 is the first row of a row view within the scaled matrix. */
+    const void *const *expert_data;
+    const float *block_scale;
+    const float *const *expert_scale;
+    int64_t n_col_blocks;
+    int64_t scale_row0;
 };
+
+/* The first byte of expert e's matrix (e = 0 for a 2-D tensor). */
+static inline const uint8_t *lmoe_tensor_matrix(const struct lmoe_tensor *t, int e) {
+    if (t->expert_data) return (const uint8_t *)t->expert_data[e];
+    return (const uint8_t *)t->data + (size_t)e * (size_t)t->ne[1] * t->row_bytes;
+}
 
 struct lmoe_hparams {
     enum lmoe_arch arch;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "model/ops.h"
+#include "model/ops_fp8.h"
 #include "quant/quant.h"
 
 struct matmul_job {
@@ -12,14 +13,19 @@ struct matmul_job {
     const uint8_t *w; /* first row of the expert's matrix */
     size_t row_bytes;
     uint32_t type;
-    int n_in, T, ldx, ldy;
+    int n_in, n_out, T, ldx, ldy;
     const float *x;
     float *y;
     /* quantized route: activation row t is act + t * act_stride bytes */
     lmoe_vec_dot_fn dot;
+    lmoe_gemm_fn gemm; /* multi-token tiles, when the table has them */
     const uint8_t *act;
     size_t act_stride;
 };
+
+/* Rows are handed to threads in units of this many, the row count of the
+ * kernels' gemm tiles, so that no tile is split between two chunks. */
+#define MATMUL_ROW_UNIT 4
 
 /* Rows [r0, r1): decode each weight row once (F32 rows are used in place),
  * then one dot product per token. The reference route. */
@@ -52,6 +58,18 @@ static void matmul_rows_vec_dot(void *arg, int r0, int r1, int ith) {
     }
 }
 
+/* Row units [u0, u1) by the table's gemm: each weight block is read once
+ * for up to four tokens (see lmoe_gemm_fn), with the same bits per output
+ * as vec_dot, so it serves T = 1 too. */
+static void matmul_units_gemm(void *arg, int u0, int u1, int ith) {
+    (void)ith;
+    struct matmul_job *j = arg;
+    int r0 = u0 * MATMUL_ROW_UNIT, r1 = u1 * MATMUL_ROW_UNIT;
+    if (r1 > j->n_out) r1 = j->n_out;
+    j->gemm(j->n_in, r1 - r0, j->T, j->w + (size_t)r0 * j->row_bytes, j->row_bytes, j->act, j->act_stride,
+            j->y + r0, (size_t)j->ldy);
+}
+
 /* Activation rows [t0, t1) quantized into the scratch. */
 static void quantize_rows(void *arg, int t0, int t1, int ith) {
     (void)ith;
@@ -69,31 +87,55 @@ size_t op_matmul_scratch_bytes(int max_cols) {
     return (size_t)LMOE_MATMUL_ACT_ROWS * (size_t)lmoe_dtype_row_size(LMOE_DTYPE_Q8_K, n);
 }
 
+/* Smallest share of a matrix product worth handing to another thread, in
+ * bytes of weights times tokens: claiming a chunk costs an atomic add on a
+ * shared line, and waking a sleeping worker a few microseconds, so a
+ * matrix whose whole product is below this (per-head MLA matrices, 512 x
+ * 128 in Q5_0, about 45 KB) runs on the calling thread alone, and bigger
+ * ones are cut into chunks no smaller than this. About 10 microseconds of
+ * work at one core's share of the memory bandwidth. */
+#define MATMUL_MIN_CHUNK_BYTES (128 * 1024)
+
+/* Items per chunk for n items of item_cost bytes each: at least
+ * MATMUL_MIN_CHUNK_BYTES, so small matrices stay on one thread. */
+static int min_chunk_items(int n, size_t item_cost) {
+    size_t c = item_cost ? (MATMUL_MIN_CHUNK_BYTES + item_cost - 1) / item_cost : (size_t)n;
+    return c > (size_t)n ? n : (int)c;
+}
+
 void op_matmul(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
                const float *x, int ldx, int T, float *y, int ldy) {
+    if (op_is_fp8(W)) {
+        op_matmul_fp8(c, W, expert, x, ldx, T, y, ldy);
+        return;
+    }
     int n_out = (int)W->ne[1];
     struct matmul_job j = {
         .c = c,
-        .w = (const uint8_t *)W->data + (size_t)expert * (size_t)n_out * W->row_bytes,
+        .w = lmoe_tensor_matrix(W, expert),
         .row_bytes = W->row_bytes,
         .type = W->type,
         .n_in = (int)W->ne[0],
+        .n_out = n_out,
         .T = T, .ldx = ldx, .ldy = ldy, .x = x, .y = y,
     };
-    /* Small matrices are not worth waking the workers for. */
-    int min_chunk = n_out * j.n_in < 32768 ? n_out : 16;
     j.dot = c->k->quantized_matmul && W->type < LMOE_DTYPE_COUNT ? c->k->vec_dot[W->type] : NULL;
+    j.gemm = j.dot ? c->k->gemm[W->type] : NULL;
     uint32_t act_type = lmoe_vec_dot_act_type(W->type);
     size_t act_bytes = lmoe_vec_dot_act_bytes(W->type, j.n_in);
+    /* What one row costs, in weight bytes streamed per token batch; the
+     * reference route decodes rows, which costs about 4 bytes per element. */
+    size_t row_cost = W->row_bytes * (size_t)(T < LMOE_MATMUL_ACT_ROWS ? T : LMOE_MATMUL_ACT_ROWS);
     if (j.dot && act_type == LMOE_DTYPE_F32) {
         /* Float weights: the f32 activations as they are. */
         j.act = (const uint8_t *)x;
         j.act_stride = (size_t)ldx * sizeof(float);
-        lmoe_pool_for(c->pool, n_out, min_chunk, matmul_rows_vec_dot, &j);
+        lmoe_pool_for(c->pool, n_out, min_chunk_items(n_out, row_cost), matmul_rows_vec_dot, &j);
         return;
     }
     if (!j.dot || !act_bytes || act_bytes * LMOE_MATMUL_ACT_ROWS > c->act_scratch_bytes) {
-        lmoe_pool_for(c->pool, n_out, min_chunk, matmul_rows, &j);
+        row_cost = (size_t)j.n_in * 4 * (size_t)T;
+        lmoe_pool_for(c->pool, n_out, min_chunk_items(n_out, row_cost), matmul_rows, &j);
         return;
     }
     /* Quantized route, up to LMOE_MATMUL_ACT_ROWS tokens at a time: each
@@ -101,20 +143,28 @@ void op_matmul(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
      * every weight row. */
     j.act = c->act_scratch;
     j.act_stride = act_bytes;
+    int n_units = (n_out + MATMUL_ROW_UNIT - 1) / MATMUL_ROW_UNIT;
     for (int t0 = 0; t0 < T; t0 += LMOE_MATMUL_ACT_ROWS) {
         j.T = T - t0 < LMOE_MATMUL_ACT_ROWS ? T - t0 : LMOE_MATMUL_ACT_ROWS;
         j.x = x + (size_t)t0 * (size_t)ldx;
         j.y = y + (size_t)t0 * (size_t)ldy;
         if (j.T >= 4) lmoe_pool_for(c->pool, j.T, 2, quantize_rows, &j);
         else quantize_rows(&j, 0, j.T, 0);
-        lmoe_pool_for(c->pool, n_out, min_chunk, matmul_rows_vec_dot, &j);
+        if (j.gemm)
+            lmoe_pool_for(c->pool, n_units, min_chunk_items(n_units, row_cost * MATMUL_ROW_UNIT), matmul_units_gemm,
+                          &j);
+        else
+            lmoe_pool_for(c->pool, n_out, min_chunk_items(n_out, row_cost), matmul_rows_vec_dot, &j);
     }
 }
 
 void op_get_row(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,
                 int row, float *dst) {
-    const uint8_t *p = (const uint8_t *)W->data +
-                       ((size_t)expert * (size_t)W->ne[1] + (size_t)row) * W->row_bytes;
+    if (op_is_fp8(W)) {
+        op_get_row_fp8(c, W, expert, row, dst);
+        return;
+    }
+    const uint8_t *p = lmoe_tensor_matrix(W, expert) + (size_t)row * W->row_bytes;
     c->k->dequantize_row(W->type, p, dst, (int)W->ne[0]);
 }
 

@@ -34,8 +34,11 @@ size_t op_matmul_scratch_bytes(int max_cols);
  * (of expert `expert` when W is 3-D). x rows are ldx floats apart, y rows
  * ldy. With a table whose quantized_matmul is set and a W type it has a
  * vec_dot for, the x rows are quantized once (Q8_0/Q8_K) and each weight
- * row is multiplied with them by integer dot products; float weights take
- * x as it is. Otherwise (LMOE_ISA=ref) each weight row is decoded to
+ * row is multiplied with them by integer dot products (through the table's
+ * gemm tiles where it has them, which give vec_dot's bits); float weights
+ * take x as it is. Matrices of less than about 128 KB of work run on the
+ * calling thread, bigger ones are split over the pool in chunks of whole
+ * 4-row tiles. Otherwise (LMOE_ISA=ref) each weight row is decoded to
  * floats once and used for all T tokens. Either way each y element is
  * written by one thread, so results do not depend on the thread count. */
 void op_matmul(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert,

@@ -87,3 +87,43 @@ lmoe_bf16 lmoe_f32_to_bf16(float f) {
      * 0x7F80 (infinity) through the carry, as it should. */
     return (lmoe_bf16)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
 }
+
+/*
+ * FP8 (OCP 8-bit floats), as DeepSeek and Qwen publish weights in.
+ * E4M3 "fn": 1 sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent 0
+ * is subnormal (m * 2^-9); S.1111.111 is NaN and there is no infinity, so
+ * the largest finite value is 1.75 * 2^8 = 448. E5M2 is the top byte of an
+ * IEEE half, so widening goes through lmoe_f16_to_f32.
+ */
+float lmoe_f8_e4m3_to_f32(uint8_t b) {
+    const uint32_t sign = (uint32_t)(b & 0x80) << 24;
+    const uint32_t exp = (b >> 3) & 0xF, man = b & 0x7;
+    if (exp == 0xF && man == 0x7) return f32_from_bits(sign | 0x7FC00000); /* NaN */
+    if (exp != 0) return f32_from_bits(sign | ((exp + 127 - 7) << 23) | (man << 20));
+    /* Subnormal (or zero): man units of 2^-9, exact in f32. */
+    return f32_from_bits(sign | f32_bits((float)man * (1.0f / 512.0f)));
+}
+
+float lmoe_f8_e5m2_to_f32(uint8_t b) { return lmoe_f16_to_f32((lmoe_f16)((unsigned)b << 8)); }
+
+uint8_t lmoe_f32_to_f8_e4m3(float f) {
+    const uint32_t u = f32_bits(f);
+    const uint8_t sign = (uint8_t)((u >> 24) & 0x80);
+    const uint32_t a = u & 0x7FFFFFFF;
+    if (a > 0x7F800000) return 0x7F;                    /* NaN */
+    if (a >= 0x43E00000) return (uint8_t)(sign | 0x7E); /* >= 448 (and inf): saturate */
+    if (a >= 0x3C800000) {
+        /* Normal (>= 2^-6): rebias the exponent (127 - 7) and keep 3
+         * mantissa bits; a carry correctly bumps the exponent, and values
+         * rounding up past 448 were handled above. */
+        uint32_t q = shift_round_even(a - 0x3C000000, 20);
+        return (uint8_t)(sign | (q > 0x7E ? 0x7E : q));
+    }
+    /* Subnormal: units of 2^-9, rounded to nearest even; 8 units is the
+     * smallest normal (0x08), which the same bits encode. */
+    const float units = f32_from_bits(a) * 512.0f;
+    uint32_t q = (uint32_t)units;
+    const float rem = units - (float)q;
+    if (rem > 0.5f || (rem == 0.5f && (q & 1))) q++;
+    return (uint8_t)(sign | q);
+}

@@ -31,7 +31,13 @@ enum lmoe_dtype {
     LMOE_DTYPE_Q6_K = 14,
     LMOE_DTYPE_Q8_K = 15,
     LMOE_DTYPE_BF16 = 30,
-    LMOE_DTYPE_COUNT = 40 /* upper bound of the ids we know by name */
+    LMOE_DTYPE_COUNT = 40, /* upper bound of the GGUF ids we know by name */
+    /* Internal types, never written to a GGUF file (ids GGUF does not use):
+     * FP8 weights as DeepSeek and Qwen publish them, one byte an element
+     * plus one f32 scale per 128 x 128 block kept beside the tensor (struct
+     * lmoe_tensor's block_scale). See "FP8 weights" below. */
+    LMOE_DTYPE_F8_E4M3_B128 = 100,
+    LMOE_DTYPE_F8_E5M2_B128 = 101,
 };
 
 /* Elements per block of the K-quants ("super-block"). */
@@ -213,5 +219,57 @@ lmoe_vec_dot_fn lmoe_vec_dot_ref(uint32_t w_type);
  * block: shared by the reference and SIMD dot products. */
 void lmoe_k4_scale_min(const uint8_t *scales, int g, int *scale, int *min);
 int lmoe_q3_k_scale(const uint8_t *scales, int g);
+
+/* ---- Quantizers: floats to blocks (quantize.c) ----------------------------
+ *
+ * Legacy types (Q4_0 .. Q8_0) round to nearest exactly as ggml's reference
+ * quantizers and gguf-py do (identical bytes); K-quants (Q2_K .. Q6_K)
+ * search each group's scale and min (see quantize.c), so their bytes are
+ * leanmoe's own, with errors of the size llama-quantize's have. Every block
+ * is independent of the others. Inputs should be finite.
+ */
+
+/* 1 if lmoe_quantize can produce type: F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. */
+int lmoe_quantize_supported(uint32_t type);
+
+/* Quantizes n floats (a whole number of type's blocks) into dst; returns
+ * the bytes written, or -1 for an unsupported type or a bad n. */
+int64_t lmoe_quantize(uint32_t type, const float *x, void *dst, int64_t n);
+
+/* ---- FP8 weights with 128 x 128 block scales (fp8.c, convert.c) ----------
+ *
+ * A matrix of n_rows x n_cols bytes (row-major, one FP8 element each) and
+ * a row-major [ceil(n_rows / 128)][ceil(n_cols / 128)] array of f32 scales
+ * (DeepSeek's weight_scale_inv): element (r, c) is
+ *
+ *   f8(w[r][c]) * scale[(r / 128) * n_col_blocks + c / 128]
+ *
+ * and the last row and column blocks may be partial. The traits of these
+ * types give one byte per element (so row sizes work as for any type) and
+ * an unscaled dequantizer; the scaled reference is
+ * lmoe_dequantize_row_fp8, and model code reaches them through
+ * op_matmul / op_get_row only.
+ */
+#define LMOE_FP8_BLOCK 128
+
+/* Exact conversions of the OCP FP8 formats. E4M3 ("e4m3fn"): bias 7, no
+ * infinities, S.1111.111 is NaN, largest finite 448. E5M2: bias 15, the top
+ * byte of an IEEE half, with infinities and NaNs. */
+float lmoe_f8_e4m3_to_f32(uint8_t b);
+float lmoe_f8_e5m2_to_f32(uint8_t b);
+/* Rounds to nearest even; values beyond the largest finite (448) saturate
+ * to +-448; NaN gives 0x7F. For writing test models. */
+uint8_t lmoe_f32_to_f8_e4m3(float f);
+
+/* Traits of the two internal FP8 types (NULL for any other id). */
+const struct lmoe_dtype_traits *lmoe_fp8_traits(uint32_t type);
+
+/* dst[0..n) = row r of an FP8 block-scaled matrix of type (one of the two
+ * above) whose scales start at scale with n_col_blocks per block row; row
+ * points at the row's first byte. The reference the kernels are tested
+ * against: each element is f8 * scale, rounded once to f32. */
+void lmoe_dequantize_row_fp8(uint32_t type, const uint8_t *row, const float *scale, int64_t n_col_blocks,
+                             int64_t r, float *dst, int64_t n);
 
 #endif

@@ -371,7 +371,8 @@ static const struct lmoe_dtype_traits dtype_traits[LMOE_DTYPE_COUNT] = {
 };
 
 const struct lmoe_dtype_traits *lmoe_dtype_get(uint32_t type) {
-    if (type >= LMOE_DTYPE_COUNT || dtype_traits[type].name == NULL) return NULL;
+    if (type >= LMOE_DTYPE_COUNT) return lmoe_fp8_traits(type); /* internal types, or NULL */
+    if (dtype_traits[type].name == NULL) return NULL;
     return &dtype_traits[type];
 }
 

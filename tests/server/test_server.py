@@ -15,6 +15,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -78,7 +79,7 @@ class Server:
     def sanitizer_report(self):
         """What AddressSanitizer or UBSan said, if anything."""
         log = self.stderr()
-        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer", "runtime error:"):
             at = log.find(mark)
             if at >= 0:
                 return log[max(0, at - 200):at + 3000]
@@ -125,16 +126,18 @@ def sse_events(resp, stop_after=None):
     """Reads `data: ...` events from a streaming response; yields the parsed
     JSON (or the string "[DONE]")."""
     n = 0
-    buf = b""
     while True:
-        line = resp.fp.readline()
+        line = resp.readline()  # through http.client, which undoes the chunking
         if not line:
             return
         line = line.rstrip(b"\r\n")
         if not line.startswith(b"data: "):
             continue
         data = line[6:]
-        yield "[DONE]" if data == b"[DONE]" else json.loads(data)
+        if data == b"[DONE]":
+            yield "[DONE]"
+            return
+        yield json.loads(data)
         n += 1
         if stop_after is not None and n >= stop_after:
             return
@@ -376,7 +379,7 @@ def test_errors(t):
     st, _, d = request(p, "POST", "/v1/completions", completion_body([1, 2, 999999]))
     error_of(st, 400, d)
     # A prompt longer than the context.
-    st, _, d = request(p, "POST", "/v1/completions", completion_body("word " * 2000, max_tokens=1))
+    st, _, d = request(p, "POST", "/v1/completions", completion_body("word " * 9000, max_tokens=1))
     e = error_of(st, 400, d)
     check(e["code"] == "context_length_exceeded", e)
     # Over --max-body (64 KiB here), declared in Content-Length.
@@ -384,7 +387,7 @@ def test_errors(t):
     error_of(st, 413, d)
 
 
-def raw(port, data, read=True, timeout=5.0):
+def raw(port, data, read=True, timeout=1.0):
     """Sends bytes on a raw socket; returns what came back (possibly b'')."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
@@ -417,6 +420,28 @@ def test_hostile(t):
     error_of(st, 400, d)
     st, _, d = request(p, "POST", "/v1/chat/completions", chat_body("x", stop=["a"] * 100))
     error_of(st, 400, d)
+    # Mutated request bodies: any status but a crash or a 5xx. The leading
+    # max_tokens is never touched, so no answer runs to the full context.
+    rng = random.Random(7)
+    seed_bodies = [json.dumps(dict({"max_tokens": 3}, **chat_body("hello", logprobs=True, top_logprobs=2,
+                                                                  stop=["a", "b"]))),
+                   json.dumps(dict({"max_tokens": 3}, **completion_body("hi", logprobs=1, seed=5, temperature=0.5,
+                                                                        top_k=3, min_p=0.1, presence_penalty=1,
+                                                                        stream=True)))]
+    keep = len('{"max_tokens": 3, ')
+    for i in range(60):
+        b = bytearray(seed_bodies[i % 2].encode())
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(keep, len(b))
+            op = rng.randrange(3)
+            if op == 0:
+                b[at] = rng.randrange(256)
+            elif op == 1:
+                del b[at:at + rng.randint(1, 8)]
+            else:
+                b[at:at] = rng.choice([b"null", b"-1", b"1e309", b"[]", b"{}", b'"', b"\\u0000", b"99999999999"])
+        st, _, d = request(p, "POST", "/v1/chat/completions" if i % 2 == 0 else "/v1/completions", bytes(b))
+        check(st in (200, 400), "mutated body %r gave %d: %r" % (bytes(b), st, d[:200]))
     # A half-closed socket: the request is sent, then the write side shut.
     s = socket.create_connection(("127.0.0.1", p), timeout=5)
     body = json.dumps(completion_body("hi", max_tokens=2)).encode()
@@ -467,6 +492,7 @@ def test_concurrent_streams(t):
         alone.append(c["message"]["content"] if kind == "chat" else c["text"])
     results = [None] * len(bodies)
     quitters = {3, 7, 11, 14}
+    _, before = metrics(t.port)
 
     def run(i):
         path, kind, body = bodies[i]
@@ -497,6 +523,10 @@ def test_concurrent_streams(t):
             break
         time.sleep(0.1)
     check(v["leanmoe_active_sequences"] == 0 and v["leanmoe_queue_depth"] == 0, v)
+    # Sequences shared steps: fewer steps than tokens evaluated.
+    steps = v["leanmoe_steps_total"] - before["leanmoe_steps_total"]
+    tokens = v["leanmoe_generation_tokens_total"] - before["leanmoe_generation_tokens_total"]
+    check(steps < tokens, "%d steps for %d tokens: nothing was batched" % (steps, tokens))
 
 
 # ---- Tests that need their own server --------------------------------------------
@@ -524,9 +554,54 @@ def test_queue_full(t):
         st, h, d = request(srv.port, "POST", "/v1/completions", completion_body("third", max_tokens=2))
         e = error_of(st, 429, d)
         check(h.get("Retry-After") is not None and e["code"] == "queue_full", (h, e))
-        conn.close()  # hanging up frees the slot for the queued request
+        # Hanging up frees the slot at once for the queued request; had the
+        # stream gone on, that would take its 200 steps of 20 ms.
+        t0 = time.time()
+        conn.close()
         th.join(TIMEOUT)
         check(queued and queued[0][0] == 200, queued)
+        check(time.time() - t0 < 2.0, "the queued request waited %.1f s" % (time.time() - t0))
+        # The same for a non-streaming request whose client leaves.
+        body = json.dumps(completion_body("hi", max_tokens=200, ignore_eos=True)).encode()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (KEY.encode(), len(body)) + body)
+        deadline = time.time() + 5
+        while time.time() < deadline and metrics(srv.port)[1]["leanmoe_active_sequences"] < 1:
+            time.sleep(0.01)
+        s.close()
+        t0 = time.time()
+        while time.time() - t0 < 2.0 and metrics(srv.port)[1]["leanmoe_active_sequences"] > 0:
+            time.sleep(0.02)
+        check(metrics(srv.port)[1]["leanmoe_active_sequences"] == 0, "the slot stayed busy after a hang-up")
+        check(srv.stop() == 0, "exit status")
+    finally:
+        srv.close()
+
+
+def test_kv_pool(t):
+    """--kv-pool-mb is split equally over the slots; a pool too small for
+    any slot, or a port in use, is a one-line error and exit status 1."""
+    srv = Server(t.binary, t.model, ["--parallel", "2", "--kv-pool-mb", "0.01", "--api-key", KEY])
+    try:
+        _, v = metrics(srv.port)
+        bpt = v["leanmoe_kv_cache_used_bytes"] / v["leanmoe_kv_cache_used_tokens"] \
+            if v["leanmoe_kv_cache_used_tokens"] else None
+        per_slot = v["leanmoe_kv_cache_capacity_tokens"] / 2
+        check(8 <= per_slot < 256 and per_slot == int(per_slot), v)
+        check("2 slots of %d tokens" % per_slot in srv.stderr(), srv.stderr())
+        st, _, d = request(srv.port, "POST", "/v1/completions", completion_body("word " * int(per_slot + 5)))
+        check(error_of(st, 400, d)["code"] == "context_length_exceeded", d)
+        st, _, d = post(srv.port, "/v1/completions", completion_body("hi", max_tokens=1000, ignore_eos=True))
+        check(st == 200 and d["choices"][0]["finish_reason"] == "length" and
+              d["usage"]["total_tokens"] <= per_slot + 1, d)
+        check(bpt is None or bpt > 0, v)
+        for extra in (["--kv-pool-mb", "0.001"], ["--port", str(srv.port)]):
+            r = subprocess.run([t.binary, "serve", "-m", t.model, "--host", "127.0.0.1"] +
+                               (["--port", "0"] if "--port" not in extra else []) + extra,
+                               capture_output=True, timeout=60, text=True)
+            err = r.stderr.strip().splitlines()
+            check(r.returncode == 1 and err and err[-1].startswith("leanmoe: "), (extra, r.returncode, r.stderr))
         check(srv.stop() == 0, "exit status")
     finally:
         srv.close()
@@ -605,7 +680,7 @@ def main():
     t.port = t.server.port
     tests = [test_health, test_models, test_openai_chat, test_openai_completions, test_openai_logprobs,
              test_openai_seed, test_stop_strings, test_usage_and_prefix_cache, test_errors, test_hostile,
-             test_concurrent_streams, test_metrics, test_queue_full, test_sigterm_grace, test_sigterm_main]
+             test_concurrent_streams, test_metrics, test_queue_full, test_kv_pool, test_sigterm_grace, test_sigterm_main]
     for fn in tests:
         if args.k not in fn.__name__:
             continue
