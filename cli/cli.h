@@ -54,5 +54,6 @@ int cmd_synth(const struct args *a);
 int cmd_serve(const struct args *a);
 int cmd_perplexity(const struct args *a);
 int cmd_quantize(const struct args *a);
+int cmd_convert(const struct args *a);
 
 #endif

@@ -41,9 +41,11 @@ static void usage(FILE *f) {
             "  quantize IN.gguf OUT.gguf TYPE [--pure] [-t N]   F32/F16/BF16 weights quantized per tensor as\n"
             "           llama-quantize chooses; TYPE: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L\n"
             "           Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K F16 BF16 F32, or Q3_K Q4_K Q5_K (one type everywhere)\n"
+            "  convert  DIR OUT.gguf [--type T]      a Hugging Face folder (safetensors, FP8 too) as GGUF for\n"
+            "           llama.cpp; T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k..q6_k (default: the folder's)\n"
             "\n"
             "options:\n"
-            "  -m, --model FILE      GGUF model file\n"
+            "  -m, --model FILE      GGUF model file, or a Hugging Face folder (config.json + *.safetensors)\n"
             "  -p, --prompt TEXT     prompt (run); -f FILE reads it from a file\n"
             "  -n, --n-predict N     tokens to generate (default 128; -1: until end or context full)\n"
             "  --temp T              temperature (default 0.8; 0 = greedy)\n"
@@ -272,6 +274,7 @@ int main(int argc, char **argv) {
         {"info", cmd_info}, {"logits", cmd_logits}, {"bench", cmd_bench},
         {"synth", cmd_synth}, {"serve", cmd_serve},
         {"perplexity", cmd_perplexity}, {"quantize", cmd_quantize},
+        {"convert", cmd_convert},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name)) continue;

@@ -10,6 +10,7 @@
 
 #include "engine.h"
 #include "error.h"
+#include "format/safetensors.h"
 #include "chat.h"
 #include "quant/quant.h"
 #include "tokenizer.h"
@@ -43,20 +44,33 @@ static void open_text(struct lmoe_engine *e) {
 
 /* A Hugging Face model folder (config.json, *.safetensors, tokenizer.json,
  * tokenizer_config.json). Vocabulary-only opens need just the tokenizer
- * files. Loading the weights is the hook below: until a safetensors loader
- * exists, a full open of a folder is refused. */
+ * files. A full open reads the weights as published (format/safetensors.h)
+ * into a GGUF-style directory that the binder takes like a file; a missing
+ * or unusable tokenizer.json then only matters once text is needed. */
 static int open_folder(struct lmoe_engine *e, const char *path, const struct lmoe_engine_options *opt,
                        char *err, size_t errlen) {
-    if (!opt || !opt->vocab_only)
-        return lmoe_errf(err, errlen, LMOE_ERR_UNSUPPORTED,
-                         "%s: safetensors directories are not supported yet (only vocab-only opens)", path);
-    int rc = lmoe_tokenizer_open_json(&e->tok, path, err, errlen);
-    if (rc) return rc;
-    const char *tmpl = lmoe_tokenizer_chat_template(e->tok);
+    int vocab_only = opt && opt->vocab_only;
+    int rc = lmoe_tokenizer_open_json(&e->tok, path, vocab_only ? err : e->tok_err,
+                                      vocab_only ? errlen : sizeof e->tok_err);
+    if (rc) {
+        e->tok = NULL;
+        if (vocab_only) return rc;
+    }
+    const char *tmpl = e->tok ? lmoe_tokenizer_chat_template(e->tok) : NULL;
     e->chat_template = tmpl;
     e->chat_template_len = tmpl ? strlen(tmpl) : 0;
     e->chat_format = lmoe_chat_detect(tmpl, e->chat_template_len, "");
-    e->vocab_only = 1;
+    if (vocab_only) {
+        e->vocab_only = 1;
+        return 0;
+    }
+    if ((rc = hf_model_open(&e->hf, path, err, errlen))) return rc;
+    e->gguf = hf_model_gguf(e->hf);
+    struct gguf_str arch = {"", 0};
+    gguf_get_str(e->gguf, "general.architecture", &arch, NULL, 0);
+    char arch_name[32];
+    snprintf(arch_name, sizeof arch_name, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
+    e->chat_format = lmoe_chat_detect(tmpl, e->chat_template_len, arch_name);
     return 0;
 }
 
@@ -70,12 +84,15 @@ int lmoe_engine_open(lmoe_engine **out, const char *path, const struct lmoe_engi
     int rc;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         if ((rc = open_folder(e, path, opt, err, errlen))) goto fail;
-        *out = e;
-        return 0;
+        if (e->vocab_only) {
+            *out = e;
+            return 0;
+        }
+    } else if ((rc = gguf_open(&e->gguf, path, err, errlen))) {
+        goto fail;
+    } else {
+        open_text(e);
     }
-    rc = gguf_open(&e->gguf, path, err, errlen);
-    if (rc) goto fail;
-    open_text(e);
     if (opt && opt->vocab_only) {
         if (!e->tok) {
             rc = lmoe_errf(err, errlen, LMOE_ERR_UNSUPPORTED, "%s: %s", path, e->tok_err);
@@ -133,7 +150,8 @@ void lmoe_engine_close(lmoe_engine *e) {
     free(e->rope_freqs);
     lmoe_model_free(&e->model);
     lmoe_tokenizer_close(e->tok);
-    gguf_close(e->gguf);
+    if (e->hf) hf_model_close(e->hf); /* owns e->gguf */
+    else gguf_close(e->gguf);
     pthread_mutex_destroy(&e->step_lock);
     free(e);
 }

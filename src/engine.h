@@ -34,6 +34,7 @@ struct lmoe_scratch {
 
 struct lmoe_engine {
     struct gguf_file *gguf; /* owns the mapping every tensor points into */
+    struct hf_model *hf;    /* a checkpoint folder: owns gguf and the shards */
     struct lmoe_model model;
     struct lmoe_compute compute;
     float *rope_freqs; /* n_rot/2 */

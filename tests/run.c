@@ -24,6 +24,7 @@ void test_writer(void);
 void test_chat(void);
 void test_quantize(void);
 void test_server(void);
+void test_hf(void);
 
 static const struct {
     const char *name;
@@ -40,6 +41,7 @@ static const struct {
     {"cli", test_cli},         /* the leanmoe program's interfaces */
     {"quantize", test_quantize}, /* quantizers vs gguf-py and ggml; quantize, perplexity */
     {"server", test_server},   /* leanmoe serve, black-box over HTTP */
+    {"hf", test_hf},           /* safetensors folders, FP8, convert, hostile headers */
 };
 
 void *test_read_file(const char *path, size_t *size) {

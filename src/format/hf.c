@@ -232,9 +232,6 @@ static int set_rope(struct hf_model *m) {
         return lmoe_errf(m->err, m->errlen, LMOE_ERR_FORMAT, "%s/config.json: rope scaling '%s' needs a positive factor",
                          m->dir, type);
     int rc;
-    if (!strcmp(type, "linear")) {
-        if ((rc = set_str_key(m, "", "")) == 0) {} /* placeholder never reached */
-    }
     char key[160];
     snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
     if (!strcmp(type, "linear")) {
@@ -486,14 +483,15 @@ static int open_shards(struct hf_model *m) {
             n_files = u;
         }
         for (size_t i = 0; i < n_files && !rc; i++) rc = open_shard(m, files[i]);
-        /* Every indexed tensor must be in the shard the index names. */
+        /* Every indexed tensor must be in the shard the index names
+         * (shards were opened in the order of the sorted names). */
         json_object_foreach(wm, key, v) {
             if (rc) break;
-            for (int s = 0; s < m->n_shards; s++) {
-                char want[4096];
-                snprintf(want, sizeof want, "%s/%s", m->dir, json_string_value(v));
-                (void)want;
-            }
+            const char *f = json_string_value(v);
+            char **at = bsearch(&f, files, n_files, sizeof(*files), cmp_str);
+            if (!at || !st_find(m->shards[at - files], key))
+                rc = lmoe_errf(m->err, m->errlen, LMOE_ERR_FORMAT,
+                               "%s: tensor '%.120s' is not in shard '%.120s' as the index says", m->dir, key, f);
         }
         free(files);
         json_decref(idx);

@@ -83,6 +83,18 @@ static inline __m128i ld128(const void *p) { return _mm_loadu_si128((const __m12
 static inline __m256i ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 static inline __m512i ld512(const void *p) { return _mm512_loadu_si512(p); }
 
+/* Prefetch the bytes [p, p + len) of weights that a tile will read later.
+ * A 4-row tile reads its rows as four short interleaved streams (a row is
+ * 1 to 12 KB), which the hardware prefetchers barely learn before a row
+ * ends; decode, which reads each weight once, then waits on memory. So
+ * each block step asks for the same block of the next tile's rows (pf
+ * bytes ahead: the rows are contiguous), a distance that covers memory
+ * latency. */
+static inline void prefetch_block(const uint8_t *p, size_t len) {
+    for (size_t o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+    _mm_prefetch((const char *)p + len - 1, _MM_HINT_T0);
+}
+
 /* The four f16 at p[0], p[stride], ... (R of them; the rest 0) as floats. */
 ALWAYS_INLINE __m128 ld_f16x4(const uint8_t *const *p, int R, size_t off) {
     if (R == 1) return _mm_set_ss(ld_f16(p[0] + off));
@@ -221,7 +233,7 @@ static inline __m256i codes_q5_0(const uint8_t *b) {
 /* A legacy tile: `codes` unpacks a block, `off` is the code offset (128,
  * 8 or 16), bb the block bytes. out[i] = item i's dot. */
 ALWAYS_INLINE void tile_legacy(int n, int R, int T, const uint8_t *const *wr, const uint8_t *const *at, float *out,
-                               __m256i (*codes)(const uint8_t *), int off, size_t bb) {
+                               size_t pf, __m256i (*codes)(const uint8_t *), int off, size_t bb) {
     const int nb = n / LMOE_QK;
     const __m256i voff = _mm256_set1_epi8((char)off);
     __m512 acc = _mm512_setzero_ps();
@@ -233,7 +245,10 @@ ALWAYS_INLINE void tile_legacy(int n, int R, int T, const uint8_t *const *wr, co
         const size_t wo = (size_t)b * bb, ao = (size_t)b * Q8_0_BYTES;
         __m256i w[4], init[4], a[4], v[16];
         UNROLL
-        for (int r = 0; r < R; r++) w[r] = codes(wr[r] + wo);
+        for (int r = 0; r < R; r++) {
+            if (pf) _mm_prefetch((const char *)wr[r] + wo + pf, _MM_HINT_T0);
+            w[r] = codes(wr[r] + wo);
+        }
         UNROLL
         for (int t = 0; t < T; t++) {
             a[t] = ld256(at[t] + ao + 2);
@@ -361,7 +376,7 @@ static inline __m256i k_isum(const struct ksb *k, const uint8_t *aq) {
  * bsum_2g+1), the latter as vpmaddwd of (min, 0) pairs against the pair
  * sums (within +-4064, so their low int16 halves are the values). */
 ALWAYS_INLINE void tile_k45(int n, int R, int T, const uint8_t *const *wr, const uint8_t *const *at, float *out,
-                            size_t bb, size_t qh_off, size_t qs_off) {
+                            size_t pf, size_t bb, size_t qh_off, size_t qs_off) {
     const int nb = n / LMOE_QK_K;
     __m512 acc = _mm512_setzero_ps();
     float acc1 = 0.0f;
@@ -373,7 +388,10 @@ ALWAYS_INLINE void tile_k45(int n, int R, int T, const uint8_t *const *wr, const
         struct ksb k[4];
         __m256i pb[4], v[16], m[16];
         UNROLL
-        for (int r = 0; r < R; r++) unpack_k45(wr[r] + wo, qh_off, qs_off, &k[r]);
+        for (int r = 0; r < R; r++) {
+            if (pf) prefetch_block(wr[r] + wo + pf, bb);
+            unpack_k45(wr[r] + wo, qh_off, qs_off, &k[r]);
+        }
         UNROLL
         for (int t = 0; t < T; t++) pb[t] = _mm256_madd_epi16(ld256(at[t] + ao + Q8_K_BSUMS), _mm256_set1_epi16(1));
         UNROLL
@@ -397,7 +415,8 @@ ALWAYS_INLINE void tile_k45(int n, int R, int T, const uint8_t *const *wr, const
 }
 
 /* Q6_K tile: codes are q + 32, so isum = sum sc q a - 32 sum_g sc_g bsum_g. */
-ALWAYS_INLINE void tile_q6_K(int n, int R, int T, const uint8_t *const *wr, const uint8_t *const *at, float *out) {
+ALWAYS_INLINE void tile_q6_K(int n, int R, int T, const uint8_t *const *wr, const uint8_t *const *at, float *out,
+                             size_t pf) {
     const int nb = n / LMOE_QK_K;
     const size_t bb = sizeof(struct lmoe_block_q6_k), doff = offsetof(struct lmoe_block_q6_k, d);
     __m512 acc = _mm512_setzero_ps();
@@ -408,7 +427,10 @@ ALWAYS_INLINE void tile_q6_K(int n, int R, int T, const uint8_t *const *wr, cons
         struct ksb k[4];
         __m256i bs[4], v[16];
         UNROLL
-        for (int r = 0; r < R; r++) unpack_q6_K(wr[r] + wo, &k[r]);
+        for (int r = 0; r < R; r++) {
+            if (pf) prefetch_block(wr[r] + wo + pf, bb);
+            unpack_q6_K(wr[r] + wo, &k[r]);
+        }
         UNROLL
         for (int t = 0; t < T; t++) bs[t] = ld256(at[t] + ao + Q8_K_BSUMS);
         UNROLL
@@ -432,20 +454,25 @@ ALWAYS_INLINE void tile_q6_K(int n, int R, int T, const uint8_t *const *wr, cons
 
 /* ---- Per-type tiles, vec_dot and gemm ---------------------------------- */
 
-ALWAYS_INLINE void tile_q8_0(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o) {
-    tile_legacy(n, R, T, w, a, o, codes_q8_0, 128, sizeof(struct lmoe_block_q8_0));
+ALWAYS_INLINE void tile_q8_0(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o,
+                             size_t pf) {
+    tile_legacy(n, R, T, w, a, o, pf, codes_q8_0, 128, sizeof(struct lmoe_block_q8_0));
 }
-ALWAYS_INLINE void tile_q4_0(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o) {
-    tile_legacy(n, R, T, w, a, o, codes_q4_0, 8, sizeof(struct lmoe_block_q4_0));
+ALWAYS_INLINE void tile_q4_0(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o,
+                             size_t pf) {
+    tile_legacy(n, R, T, w, a, o, pf, codes_q4_0, 8, sizeof(struct lmoe_block_q4_0));
 }
-ALWAYS_INLINE void tile_q5_0(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o) {
-    tile_legacy(n, R, T, w, a, o, codes_q5_0, 16, sizeof(struct lmoe_block_q5_0));
+ALWAYS_INLINE void tile_q5_0(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o,
+                             size_t pf) {
+    tile_legacy(n, R, T, w, a, o, pf, codes_q5_0, 16, sizeof(struct lmoe_block_q5_0));
 }
-ALWAYS_INLINE void tile_q4_K(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o) {
-    tile_k45(n, R, T, w, a, o, sizeof(struct lmoe_block_q4_k), 0, offsetof(struct lmoe_block_q4_k, qs));
+ALWAYS_INLINE void tile_q4_K(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o,
+                             size_t pf) {
+    tile_k45(n, R, T, w, a, o, pf, sizeof(struct lmoe_block_q4_k), 0, offsetof(struct lmoe_block_q4_k, qs));
 }
-ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o) {
-    tile_k45(n, R, T, w, a, o, sizeof(struct lmoe_block_q5_k), offsetof(struct lmoe_block_q5_k, qh),
+ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o,
+                             size_t pf) {
+    tile_k45(n, R, T, w, a, o, pf, sizeof(struct lmoe_block_q5_k), offsetof(struct lmoe_block_q5_k, qh),
              offsetof(struct lmoe_block_q5_k, qs));
 }
 
@@ -461,7 +488,7 @@ ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const
     static float vec_dot_##tname(int n, const void *w_row, const void *act) {                                  \
         const uint8_t *w = w_row, *a = act;                                                                    \
         float o;                                                                                               \
-        tile(n, 1, 1, &w, &a, &o);                                                                             \
+        tile(n, 1, 1, &w, &a, &o, 512);                                                                        \
         return o;                                                                                              \
     }                                                                                                          \
     static void gemm_##tname(int n, int n_rows, int n_tok, const void *w, size_t w_row_bytes, const void *act, \
@@ -477,9 +504,10 @@ ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const
                 for (int t = 0; t < 4; t++)                                                                    \
                     at[t] = (const uint8_t *)act + (size_t)(t0 + (t < nt ? t : nt - 1)) * act_row_bytes;       \
                 float o[16];                                                                                   \
-                if (T == 1) tile(n, 4, 1, wr, at, o);                                                          \
-                else if (T == 2) tile(n, 4, 2, wr, at, o);                                                     \
-                else tile(n, 4, 4, wr, at, o);                                                                 \
+                const size_t pf = t0 == 0 ? 4 * w_row_bytes : 0; /* next tile's rows, on the first pass */     \
+                if (T == 1) tile(n, 4, 1, wr, at, o, pf);                                                      \
+                else if (T == 2) tile(n, 4, 2, wr, at, o, pf);                                                 \
+                else tile(n, 4, 4, wr, at, o, pf);                                                             \
                 for (int r = 0; r < nr; r++)                                                                   \
                     for (int t = 0; t < nt; t++) y[(size_t)(t0 + t) * ldy + (size_t)(r0 + r)] = o[r * T + t];  \
                 t0 += nt;                                                                                      \
