@@ -202,7 +202,9 @@ int lmoe_engine_info(const lmoe_engine *e, struct lmoe_model_info *o) {
 
 int lmoe_engine_tensor_types(const lmoe_engine *e, const char **names, int *counts, int max) {
     int n = 0;
-    for (uint32_t type = 0; type < LMOE_DTYPE_COUNT; type++) {
+    /* The GGUF ids, then the internal FP8 types of checkpoint folders. */
+    for (uint32_t k = 0; k < LMOE_DTYPE_COUNT + 2; k++) {
+        uint32_t type = k < LMOE_DTYPE_COUNT ? k : LMOE_DTYPE_F8_E4M3_B128 + (k - LMOE_DTYPE_COUNT);
         int count = 0;
         for (uint64_t i = 0; e->gguf && i < e->gguf->n_tensors; i++) count += e->gguf->tensors[i].type == type;
         if (!count) continue;

@@ -322,6 +322,22 @@ static void check_fp8_kernels(void) {
                 bad_dot += err > 1e-5;
             }
         }
+    /* Four rows at once give each row's dot bit for bit. */
+    int bad4 = 0;
+    for (size_t k = 0; fast->dot4_e4m3 && k < sizeof ns / sizeof ns[0]; k++) {
+        int n = ns[k];
+        static uint8_t w4[4 * 1000];
+        float x[1000], scale[8], y4[4];
+        for (int i = 0; i < 4 * n; i++) w4[i] = (uint8_t)(rng_u32(&seed) & 0xbf);
+        for (int i = 0; i < n; i++) x[i] = (float)((int)(rng_u32(&seed) % 2001) - 1000) / 500.0f;
+        for (int i = 0; i < 8; i++) scale[i] = 0.01f * (float)(i + 1);
+        for (int e5 = 0; e5 < 2; e5++) {
+            (e5 ? fast->dot4_e5m2 : fast->dot4_e4m3)(w4, (size_t)n, scale, x, n, y4);
+            for (int r = 0; r < 4; r++)
+                bad4 += y4[r] != (e5 ? fast->dot_e5m2 : fast->dot_e4m3)(w4 + (size_t)r * n, scale, x, n);
+        }
+    }
+    CHECKF(bad4 == 0, "fp8 %s dot4: %d rows differ from dot", fast->name, bad4);
     CHECKF(bad_row == 0, "fp8 %s rows: %d elements differ from the reference", fast->name, bad_row);
     CHECKF(bad_dot == 0, "fp8 %s dots: %d differ from the reference (worst rel %.3g)", fast->name, bad_dot, worst);
 }

@@ -917,10 +917,14 @@ int hf_model_open(struct hf_model **out, const char *dir, char *err, size_t errl
     if (!rc && cfg_size_any(m, expert_keys, &n_expert) < 0) rc = LMOE_ERR_FORMAT;
     m->n_layer = (int)n_layer;
     m->n_expert = (int)n_expert;
-    /* A separate dense FFN width may be all a MoE config gives. */
     if (!rc) {
-        const char *slash = strrchr(dir, '/');
-        const char *base = slash && slash[1] ? slash + 1 : dir;
+        /* general.name: the folder's own name, trailing slashes ignored. */
+        char base[256];
+        size_t n = strlen(dir);
+        while (n > 1 && dir[n - 1] == '/') n--;
+        size_t b = n;
+        while (b > 0 && dir[b - 1] != '/') b--;
+        snprintf(base, sizeof base, "%.*s", (int)(n - b), dir + b);
         rc = set_str_key(m, "general.architecture", m->arch_name);
         if (!rc) rc = set_str_key(m, "general.name", base);
     }

@@ -7,6 +7,7 @@
 #ifndef LMOE_KERNELS_FP8_H
 #define LMOE_KERNELS_FP8_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* sum over c < n of f8(w[c]) * x[c] * scale[c / 128]: one row of a matrix
@@ -16,9 +17,15 @@ typedef float (*lmoe_fp8_dot_fn)(const uint8_t *w, const float *scale, const flo
 /* dst[c] = f8(w[c]) * scale[c / 128] for c < n. */
 typedef void (*lmoe_fp8_row_fn)(const uint8_t *w, const float *scale, float *dst, int n);
 
+/* Four dots: y[k] = dot(w + k * row_bytes, ...) for k < 4, the four rows
+ * sharing one block row of scales; each y[k] equal to what dot gives. */
+typedef void (*lmoe_fp8_dot4_fn)(const uint8_t *w, size_t row_bytes, const float *scale, const float *x, int n,
+                                 float *y);
+
 struct lmoe_fp8_kernels {
     const char *name;
     lmoe_fp8_dot_fn dot_e4m3, dot_e5m2;
+    lmoe_fp8_dot4_fn dot4_e4m3, dot4_e5m2; /* NULL: call dot per row */
     lmoe_fp8_row_fn row_e4m3, row_e5m2;
 };
 
@@ -27,5 +34,10 @@ extern const struct lmoe_fp8_kernels lmoe_fp8_kernels_ref;
 /* The fastest table this CPU runs ("avx2" where it has AVX2, FMA and F16C,
  * else the reference). Constant. */
 const struct lmoe_fp8_kernels *lmoe_fp8_kernels_best(void);
+
+struct lmoe_kernels;
+/* The FP8 table that goes with a kernel table (no CPU check: the avx2 and
+ * avx512 tables are only handed out where AVX2, FMA and F16C exist). */
+const struct lmoe_fp8_kernels *lmoe_fp8_kernels_for(const struct lmoe_kernels *k);
 
 #endif

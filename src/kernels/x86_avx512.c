@@ -6,38 +6,43 @@
  * without them, the file defines an empty table that dispatch.c skips.
  *
  * The point of this table is the quantized matrix product, for one token
- * (decode) and for many (prompt processing). Its shape:
+ * (decode) and for many (prompt processing), through gemm tiles of R
+ * weight rows x T tokens (4 x 4, 4 x 2, 4 x 1; "items" i = r * T + t). A
+ * row's block is unpacked once and used for T tokens, a token's block is
+ * loaded once for R rows. The value of an item never depends on the tile
+ * it was computed in, so gemm results equal vec_dot's bit for bit
+ * (op_matmul's batched == solo guarantee, checked by test_kernels.c):
  *
- *   - A tile is R weight rows x T tokens (4 x 4, 4 x 2, 4 x 1, or 1 x 1), its
- *     "items" numbered i = r * T + t. Per block, each item's integer dot
- *     product is computed in vector lanes (vpdpbusd for 8-bit x 8-bit,
- *     vpmaddubsw + vpdpwssd where 6-bit group scales multiply in), then a
- *     reduction network turns the R*T lane vectors into one vector whose
- *     lane i is item i's exact block sum. A weight row's block is unpacked
- *     once and used for T tokens; a token's activation block is loaded
- *     once for R rows.
- *   - The float part then runs with one lane per item, in the order of the
- *     scalar reference (quant_dot.c): per block,
- *         sum = sum + (d_w * d_a) * (float)isum       (minus the min term
- *     for Q4_K/Q5_K), with separate, unfused multiplies and adds. So the
- *     value of an item depends only on its row and token, never on the
- *     tile it was computed in: gemm results equal vec_dot's bit for bit
- *     (op_matmul's batched == solo guarantee), and, with a compiler that
- *     does not contract floats (gcc -std=c11), equal the reference's too.
+ *   - K-quants (Q4_K, Q5_K, Q6_K): per super-block, each item's integer
+ *     sum is computed in vector lanes (vpmaddubsw, then vpdpwssd to apply
+ *     the 6/8-bit group scales), a reduction network turns the R*T lane
+ *     vectors into one vector whose lane i is item i's exact sum, and the
+ *     float part runs one lane per item in the reference's order
+ *     (quant_dot.c): sum = sum + ((d_w * d_a) * isum - (dmin_w * d_a) *
+ *     msum), unfused. vec_dot is the 1 x 1 tile. With a compiler that does
+ *     not contract floats (gcc -std=c11), this even equals the reference.
+ *   - Legacy 32-blocks (Q8_0, Q4_0, Q5_0): too little work per block to
+ *     pay for a reduction per block, so they keep x86_avx2.c's order (two
+ *     8-lane accumulators, one FMA per block) and vec_dot is AVX2's; see
+ *     the section below.
+ *   - One token (decode) runs vec_dot row after row rather than a 4 x 1
+ *     tile: a tile reads four rows as four short interleaved streams, and
+ *     measured from memory that was up to twice as slow as one stream.
  *
  * Rows at the edges of a matrix (n_rows or n_tok not a multiple of the
  * tile) are handled by pointing the missing rows or tokens of the tile at
  * the last real one: the duplicates compute the same values and are not
  * stored. Only items' own values are ever written.
  *
- * Entries this file does not speed up (Q2_K, Q3_K, the legacy types with
- * mins, float-weight vec_dot, the activation quantizers, dequantize_row
+ * Entries this file does not speed up (Q2_K, Q3_K, Q4_1, Q5_1, the legacy
+ * vec_dot, float-weight vec_dot, the activation quantizers, dequantize_row
  * for quantized types) call the AVX2 table's, which dispatch.c guarantees
  * is usable whenever this one is. Float kernels here: dot_f32, axpy_f32,
  * dot_f16_f32, axpy_f16, f32_to_f16, and f16/bf16 dequantize_row; the
  * axpy, conversion and dequantize results are the reference's bits, the
  * dots differ from it in summation order only. (No vdpbf16ps: it rounds
- * its products, which the f32 tolerance of the tests does not allow.)
+ * its inputs' products to bf16 pairs, which the f32 tolerance of the tests
+ * does not allow.)
  *
  * All loads are unaligned: weight blocks sit at any byte address.
  */
@@ -86,10 +91,10 @@ static inline __m512i ld512(const void *p) { return _mm512_loadu_si512(p); }
 /* Prefetch the bytes [p, p + len) of weights that a tile will read later.
  * A 4-row tile reads its rows as four short interleaved streams (a row is
  * 1 to 12 KB), which the hardware prefetchers barely learn before a row
- * ends; decode, which reads each weight once, then waits on memory. So
- * each block step asks for the same block of the next tile's rows (pf
- * bytes ahead: the rows are contiguous), a distance that covers memory
- * latency. */
+ * ends. So each block step of a tile's first token group asks for the
+ * same block of the next tile's rows (pf bytes ahead: the rows are
+ * contiguous), a distance that covers memory latency; a 1 x 1 tile asks
+ * for its own row 512 bytes ahead. */
 static inline void prefetch_block(const uint8_t *p, size_t len) {
     for (size_t o = 0; o < len; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
     _mm_prefetch((const char *)p + len - 1, _MM_HINT_T0);
@@ -199,13 +204,24 @@ static inline float fstep1_min(float sum, float d, float dmin, float da, int32_t
 }
 
 /* ---- Legacy 32-blocks x Q8_0 (Q8_0, Q4_0, Q5_0) -----------------------
- * Per block and item: one vpdpbusd over 32 bytes. It multiplies unsigned
- * by signed bytes, so the weight codes are made unsigned (Q8_0: q + 128;
- * Q4_0, Q5_0: the stored codes, without their -8/-16 offset) and the
- * offset comes back as -offset * sum(a), computed once per token and block
- * and used as the accumulator's starting value. The lanes then hold exact
- * partial sums of (q - offset) * a; activations are within +-127 (quant.h),
- * so nothing saturates (vpdpbusd does not saturate anyway). */
+ * These keep the AVX2 table's float order instead of the reference's, so
+ * that one-token products can use the AVX2 vec_dot, which streams a row
+ * at a time and keeps up with memory where a per-block reduction would
+ * not (a 32-block carries too little work to hide one). That order, per
+ * (row, token): 8-lane accumulators acc0 (even blocks) and acc1 (odd
+ * blocks), acc = fma(d_w * d_a, (float)lane, acc) with lane j the exact
+ * sum of elements 4j..4j+3's products, then hsum(acc0 + acc1) in
+ * x86_avx2.c's hsum_ps order. A tile item keeps [acc0 | acc1] in one
+ * 512-bit register and takes two blocks per step, so it performs the
+ * same fused multiply-adds on the same values: gemm == vec_dot, bit for
+ * bit (tests/test_kernels.c checks it).
+ *
+ * The integer lanes come from one vpdpbusd per two blocks and item. It
+ * multiplies unsigned by signed bytes, so the weight codes are made
+ * unsigned (Q8_0: q + 128; Q4_0, Q5_0: the stored codes, without their -8
+ * or -16 offset) and the offset comes back as -offset * sum(a) over the
+ * lane's four activations, computed once per token and used as the
+ * accumulator's start. Activations are within +-127 (quant.h). */
 
 #define Q8_0_BYTES 34
 
@@ -230,45 +246,83 @@ static inline __m256i codes_q5_0(const uint8_t *b) {
     return _mm256_mask_add_epi8(lo, (__mmask32)qh, lo, _mm256_set1_epi8(0x10));
 }
 
-/* A legacy tile: `codes` unpacks a block, `off` is the code offset (128,
- * 8 or 16), bb the block bytes. out[i] = item i's dot. */
+static inline __m512i join256(__m256i lo, __m256i hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* [x(p0) x 8 | x(p1) x 8] for the f16 scales at p0, p1. */
+static inline __m512 f16_pair(const uint8_t *p0, const uint8_t *p1) {
+    return _mm512_insertf32x8(_mm512_set1_ps(ld_f16(p0)), _mm256_set1_ps(ld_f16(p1)), 1);
+}
+
+/* x86_avx2.c's hsum_ps of acc0 + acc1. */
+static inline float hsum_pair(__m512 acc) {
+    const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* A legacy tile (R rows x T tokens, T > 1): `codes` unpacks a block, `off`
+ * is the code offset (128, 8 or 16), bb the block bytes; out[r * T + t]. */
 ALWAYS_INLINE void tile_legacy(int n, int R, int T, const uint8_t *const *wr, const uint8_t *const *at, float *out,
                                size_t pf, __m256i (*codes)(const uint8_t *), int off, size_t bb) {
     const int nb = n / LMOE_QK;
-    const __m256i voff = _mm256_set1_epi8((char)off);
-    __m512 acc = _mm512_setzero_ps();
-    float acc1 = 0.0f;
-    /* One block per step for the whole tile: R code vectors and T
-     * activation vectors (all in registers once unrolled) make R * T
-     * vpdpbusd, whose lanes the network sums before the one float step. */
-    for (int b = 0; b < nb; b++) {
+    const __m512i voff = _mm512_set1_epi8((char)off);
+    __m512 acc[16];
+    UNROLL
+    for (int i = 0; i < R * T; i++) acc[i] = _mm512_setzero_ps();
+    /* Two blocks per step for the whole tile: R code vectors and T
+     * activation vectors (registers, once unrolled) make R * T vpdpbusd,
+     * each followed by its item's one conversion and FMA. */
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
         const size_t wo = (size_t)b * bb, ao = (size_t)b * Q8_0_BYTES;
-        __m256i w[4], init[4], a[4], v[16];
+        __m512i w[4], init[4], a[4];
+        __m512 dw[4], da[4];
         UNROLL
         for (int r = 0; r < R; r++) {
             if (pf) _mm_prefetch((const char *)wr[r] + wo + pf, _MM_HINT_T0);
-            w[r] = codes(wr[r] + wo);
+            w[r] = join256(codes(wr[r] + wo), codes(wr[r] + wo + bb));
+            dw[r] = f16_pair(wr[r] + wo, wr[r] + wo + bb);
         }
         UNROLL
         for (int t = 0; t < T; t++) {
-            a[t] = ld256(at[t] + ao + 2);
-            init[t] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                       _mm256_dpbusd_epi32(_mm256_setzero_si256(), voff, a[t]));
+            a[t] = join256(ld256(at[t] + ao + 2), ld256(at[t] + ao + Q8_0_BYTES + 2));
+            init[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), voff, a[t]));
+            da[t] = f16_pair(at[t] + ao, at[t] + ao + Q8_0_BYTES);
         }
         UNROLL
         for (int r = 0; r < R; r++)
             UNROLL
-            for (int t = 0; t < T; t++) v[r * T + t] = _mm256_dpbusd_epi32(init[t], w[r], a[t]);
-        const __m512i isum = reduce_items(v, R * T);
-        if (R * T == 1) {
-            acc1 = fstep1(acc1, ld_f16(wr[0] + wo), ld_f16(at[0] + ao), _mm512_cvtsi512_si32(isum));
-        } else {
-            const __m512 dw = per_row(ld_f16x4(wr, R, wo), T), da = per_tok(ld_f16x4(at, T, ao), T);
-            acc = fstep(acc, dw, da, isum);
+            for (int t = 0; t < T; t++) {
+                const __m512i v = _mm512_dpbusd_epi32(init[t], w[r], a[t]);
+                acc[r * T + t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], da[t]), _mm512_cvtepi32_ps(v), acc[r * T + t]);
+            }
+    }
+    if (b < nb) {
+        /* an odd last block goes to acc0, the low half */
+        const size_t wo = (size_t)b * bb, ao = (size_t)b * Q8_0_BYTES;
+        UNROLL
+        for (int r = 0; r < R; r++) {
+            const __m256i w = codes(wr[r] + wo);
+            const float dw = ld_f16(wr[r] + wo);
+            UNROLL
+            for (int t = 0; t < T; t++) {
+                const __m256i a = ld256(at[t] + ao + 2);
+                const __m256i init = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                                      _mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                                          _mm512_castsi512_si256(voff), a));
+                const __m256i v = _mm256_dpbusd_epi32(init, w, a);
+                const __m256 lo = _mm256_fmadd_ps(_mm256_set1_ps(dw * ld_f16(at[t] + ao)), _mm256_cvtepi32_ps(v),
+                                                  _mm512_castps512_ps256(acc[r * T + t]));
+                acc[r * T + t] = _mm512_insertf32x8(acc[r * T + t], lo, 0);
+            }
         }
     }
-    if (R * T == 1) out[0] = acc1;
-    else _mm512_mask_storeu_ps(out, (__mmask16)((1u << (R * T)) - 1), acc);
+    UNROLL
+    for (int i = 0; i < R * T; i++) out[i] = hsum_pair(acc[i]);
 }
 
 /* ---- K-quants x Q8_K (Q4_K, Q5_K, Q6_K) --------------------------------
@@ -484,15 +538,14 @@ ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const
  * token counts are the common case).
  * Missing rows/tokens of an edge tile repeat the last real one.
  */
-#define DEFINE_TYPE(tname, tile)                                                                               \
-    static float vec_dot_##tname(int n, const void *w_row, const void *act) {                                  \
-        const uint8_t *w = w_row, *a = act;                                                                    \
-        float o;                                                                                               \
-        tile(n, 1, 1, &w, &a, &o, 512);                                                                        \
-        return o;                                                                                              \
-    }                                                                                                          \
+#define DEFINE_GEMM(tname, tile)                                                                               \
     static void gemm_##tname(int n, int n_rows, int n_tok, const void *w, size_t w_row_bytes, const void *act, \
                              size_t act_row_bytes, float *y, size_t ldy) {                                     \
+        if (n_tok == 1) {                                                                                      \
+            for (int r = 0; r < n_rows; r++)                                                                   \
+                y[r] = vec_dot_##tname(n, (const uint8_t *)w + (size_t)r * w_row_bytes, act);                  \
+            return;                                                                                            \
+        }                                                                                                      \
         for (int r0 = 0; r0 < n_rows; r0 += 4) {                                                               \
             const int nr = n_rows - r0 < 4 ? n_rows - r0 : 4;                                                  \
             const uint8_t *wr[4];                                                                              \
@@ -515,12 +568,34 @@ ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const
         }                                                                                                      \
     }
 
-DEFINE_TYPE(q8_0, tile_q8_0)
-DEFINE_TYPE(q4_0, tile_q4_0)
-DEFINE_TYPE(q5_0, tile_q5_0)
-DEFINE_TYPE(q4_K, tile_q4_K)
-DEFINE_TYPE(q5_K, tile_q5_K)
-DEFINE_TYPE(q6_K, tile_q6_K)
+/* A 1 x 1 tile: the reference's order, one row streamed at a time, with
+ * a software prefetch 512 bytes ahead. */
+#define DEFINE_VEC_DOT(tname, tile)                                           \
+    static float vec_dot_##tname(int n, const void *w_row, const void *act) { \
+        const uint8_t *w = w_row, *a = act;                                   \
+        float o;                                                              \
+        tile(n, 1, 1, &w, &a, &o, 512);                                       \
+        return o;                                                             \
+    }
+
+/* Legacy types: the AVX2 table's vec_dot, whose order their tiles keep. */
+#define FROM_AVX2(tname, TYPE)                                                \
+    static float vec_dot_##tname(int n, const void *w_row, const void *act) { \
+        return lmoe_kernels_avx2.vec_dot[TYPE](n, w_row, act);                \
+    }
+
+FROM_AVX2(q8_0, LMOE_DTYPE_Q8_0)
+FROM_AVX2(q4_0, LMOE_DTYPE_Q4_0)
+FROM_AVX2(q5_0, LMOE_DTYPE_Q5_0)
+DEFINE_VEC_DOT(q4_K, tile_q4_K)
+DEFINE_VEC_DOT(q5_K, tile_q5_K)
+DEFINE_VEC_DOT(q6_K, tile_q6_K)
+DEFINE_GEMM(q8_0, tile_q8_0)
+DEFINE_GEMM(q4_0, tile_q4_0)
+DEFINE_GEMM(q5_0, tile_q5_0)
+DEFINE_GEMM(q4_K, tile_q4_K)
+DEFINE_GEMM(q5_K, tile_q5_K)
+DEFINE_GEMM(q6_K, tile_q6_K)
 
 /* ---- Float kernels ----------------------------------------------------- */
 
@@ -631,10 +706,6 @@ static void quantize_act_avx512(uint32_t act_type, const float *x, void *dst, in
     lmoe_kernels_avx2.quantize_act(act_type, x, dst, n);
 }
 
-#define FROM_AVX2(tname, TYPE)                                              \
-    static float vec_dot_##tname(int n, const void *w_row, const void *act) { \
-        return lmoe_kernels_avx2.vec_dot[TYPE](n, w_row, act);                \
-    }
 FROM_AVX2(f32, LMOE_DTYPE_F32)
 FROM_AVX2(f16, LMOE_DTYPE_F16)
 FROM_AVX2(bf16, LMOE_DTYPE_BF16)

@@ -38,9 +38,16 @@ static void fp8_rows(void *arg, int r0, int r1, int ith) {
     struct fp8_job *j = arg;
     float *buf = j->c->row_scratch + (size_t)ith * (size_t)j->c->max_cols;
     int e5 = j->type == LMOE_DTYPE_F8_E5M2_B128;
+    lmoe_fp8_dot4_fn dot4 = j->fk && j->T == 1 ? (e5 ? j->fk->dot4_e5m2 : j->fk->dot4_e4m3) : NULL;
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = j->w + (size_t)r * (size_t)j->n_in;
         const float *s = row_scales(j, r);
+        if (dot4 && r + 4 <= r1 && (j->row0 + r) / LMOE_FP8_BLOCK == (j->row0 + r + 3) / LMOE_FP8_BLOCK) {
+            /* Four rows of one block row at once (same results as dot). */
+            dot4(row, (size_t)j->n_in, s, j->x, j->n_in, j->y + r);
+            r += 3;
+            continue;
+        }
         if (j->fk && j->T == 1) {
             /* Decode: the row is read once, so fuse widening and dot. */
             j->y[r] = (e5 ? j->fk->dot_e5m2 : j->fk->dot_e4m3)(row, s, j->x, j->n_in);
@@ -58,7 +65,7 @@ static struct fp8_job fp8_job_for(struct lmoe_compute *c, const struct lmoe_tens
     int64_t n_row_blocks = (W->ne[1] + LMOE_FP8_BLOCK - 1) / LMOE_FP8_BLOCK;
     struct fp8_job j = {
         .c = c,
-        .fk = c->k->quantized_matmul ? lmoe_fp8_kernels_best() : NULL,
+        .fk = c->k->quantized_matmul ? lmoe_fp8_kernels_for(c->k) : NULL,
         .type = W->type,
         .w = lmoe_tensor_matrix(W, expert),
         .scale = W->expert_scale ? W->expert_scale[expert]
