@@ -41,7 +41,7 @@ $(B)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h server/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(call isa_flags,$<) -c $< -o $@
 
-$(B)/san/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h server/*.h tests/*.h)
+$(B)/san/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h server/*.h tests/*.h tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(WARN) -O1 -g $(SAN) $(call isa_flags,$<) \
 	  -DLMOE_DEBUG -DLMOE_TEST_DIR='"$(abspath tests)"' -DLMOE_BUILD_DIR='"$(abspath $(B))"' -DLMOE_SHARED_DIR='"$(SHARED_DATA)"' \

@@ -192,13 +192,18 @@ struct lmoe_chat_msg {
     const char *content;
 };
 
-/* The chat format the model was trained with, recognised from the file's
- * tokenizer.chat_template or its architecture: "deepseek2", "deepseek3",
+/* The chat format lmoe_chat_render uses: "template" when the model's own
+ * Jinja chat template (GGUF tokenizer.chat_template, or tokenizer_config.json's
+ * chat_template in a folder) is rendered, as transformers'
+ * apply_chat_template does; otherwise the hand-written format recognised
+ * from that template or the architecture: "deepseek2", "deepseek3",
  * "chatml", "llama3", "mistral" or "plain". Static string. */
 const char *lmoe_chat_format(const lmoe_engine *e);
 
 /* Renders a conversation as prompt text, BOS included where the format has
- * it, ending with the assistant header when add_assistant is set. Encode it
+ * it, ending with the assistant header when add_assistant is set. With the
+ * model's template, a conversation it refuses (raise_exception) or text that
+ * is not UTF-8 falls back to the hand-written format. Encode the result
  * with add_bos = 0 and parse_special = 1. Owned: free with free(). */
 char *lmoe_chat_render(const lmoe_engine *e, const struct lmoe_chat_msg *msgs, int n,
                        int add_assistant);

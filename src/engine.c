@@ -12,6 +12,7 @@
 #include "error.h"
 #include "format/safetensors.h"
 #include "chat.h"
+#include "jinja.h"
 #include "quant/quant.h"
 #include "tokenizer.h"
 
@@ -40,6 +41,7 @@ static void open_text(struct lmoe_engine *e) {
         return;
     }
     if (lmoe_tokenizer_open(&e->tok, e->gguf, e->tok_err, sizeof e->tok_err)) e->tok = NULL;
+    lmoe_chat_template_load(e);
 }
 
 /* A Hugging Face model folder (config.json, *.safetensors, tokenizer.json,
@@ -60,6 +62,7 @@ static int open_folder(struct lmoe_engine *e, const char *path, const struct lmo
     e->chat_template = tmpl;
     e->chat_template_len = tmpl ? strlen(tmpl) : 0;
     e->chat_format = lmoe_chat_detect(tmpl, e->chat_template_len, "");
+    lmoe_chat_template_load(e);
     if (vocab_only) {
         e->vocab_only = 1;
         return 0;
@@ -150,6 +153,7 @@ void lmoe_engine_close(lmoe_engine *e) {
     free(e->rope_freqs);
     lmoe_model_free(&e->model);
     lmoe_tokenizer_close(e->tok);
+    lmoe_jinja_free(e->chat_jinja);
     if (e->hf) hf_model_close(e->hf); /* owns e->gguf */
     else gguf_close(e->gguf);
     pthread_mutex_destroy(&e->step_lock);

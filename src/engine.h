@@ -43,6 +43,7 @@ struct lmoe_engine {
     int chat_format;            /* enum lmoe_chat_format */
     const char *chat_template;  /* the model's Jinja template or NULL; borrowed from gguf or tok */
     size_t chat_template_len;
+    struct lmoe_jinja *chat_jinja; /* chat_template parsed, when it renders a test conversation; or NULL */
     int vocab_only;
     char tok_err[256];          /* why tok is NULL */
     /* One forward step at a time: the pool and row scratch are shared by
@@ -58,6 +59,11 @@ struct lmoe_ctx {
     struct lmoe_kv_part k, v;
     char err[256];
 };
+
+/* Parses e->chat_template into e->chat_jinja if it renders a one-message
+ * conversation without error (text.c); otherwise leaves it NULL, and chat
+ * falls back to the hand-written format. Call once the vocabulary is open. */
+void lmoe_chat_template_load(struct lmoe_engine *e);
 
 /* Makes the step scratch fit contexts of n_ctx tokens (grows only). */
 int lmoe_scratch_reserve(struct lmoe_engine *e, int n_ctx);

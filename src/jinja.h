@@ -10,40 +10,50 @@
  *
  * Supported:
  *   text, {{ expr }}, {# comments #}, whitespace control {%- -%} {{- -}}
- *   and {%+, trim_blocks and lstrip_blocks (always on, as in transformers)
+ *   and {%+ +%}, trim_blocks and lstrip_blocks (always on, as in
+ *   transformers), newlines normalised and one trailing newline dropped
  *   {% if/elif/else %}, {% for x in seq [if cond] %} with {% else %},
  *   tuple targets (for k, v in d.items()), loop.index/index0/revindex/
- *   revindex0/first/last/length/previtem/nextitem/cycle(), {% break %} and
- *   {% continue %}, {% set x = .. %}, {% set ns.attr = .. %},
- *   {% set a, b = .. %}, {% set x %}..{% endset %}, {% macro %} and calls,
- *   {% generation %} (transformers' tag; renders its body), {% raw %}
- *   expressions: literals (strings with Python escapes, ints, floats,
- *   true/false/none in either case, lists, tuples, dicts), names, .attr,
- *   [index], [a:b:c] slices, calls with keyword arguments, filters, tests
- *   (is / is not), not/and/or, in/not in, == != < <= > >=, + - * / // % **
- *   and ~, unary -, and x if c else y
- *   filters: abs, capitalize, count, d/default, dictsort, e/escape, first,
- *   float, indent, int, items, join, last, length, list, lower, map,
+ *   revindex0/first/last/length/previtem/nextitem/depth/cycle(),
+ *   {% break %} and {% continue %}, {% set x = .. %}, {% set ns.attr = .. %},
+ *   {% set a, b = .. %}, {% set x %}..{% endset %}, {% macro %} (parameters
+ *   with defaults) and calls with keyword arguments, {% generation %}
+ *   (transformers' tag; renders its body), {% raw %}
+ *   expressions: literals (strings with Python escapes, adjacent strings
+ *   joined, ints in any base, floats, true/false/none in either case,
+ *   lists, tuples, dicts), names, .attr, .0, [index], [a:b:c] slices,
+ *   calls, filters, tests (is / is not, with or without parentheses),
+ *   not/and/or, in/not in, chained == != < <= > >=, + - * / // % ** and ~,
+ *   unary - and +, x if c [else y]
+ *   filters: abs, attr, capitalize, count, d/default, dictsort, e/escape,
+ *   first, float, indent, int, items, join, last, length, list, lower, map,
  *   max, min, reject, rejectattr, replace, reverse, round, safe, select,
  *   selectattr, sort, string, sum, title, tojson (transformers' version:
- *   json.dumps without sorting or ASCII escaping; indent, separators,
- *   sort_keys, ensure_ascii), trim, unique, upper, wordcount
- *   tests: boolean, callable, defined, divisibleby, eq/equalto/==, even,
- *   false, float, ge, gt, in, integer, iterable, le, lower, lt, mapping,
- *   ne, none, number, odd, sameas, sequence, string, true, undefined, upper
- *   globals: namespace(), range(), dict(), raise_exception(msg),
- *   strftime_now(fmt)
- *   methods: str.startswith/endswith/split/rsplit/strip/lstrip/rstrip/
- *   lower/upper/title/capitalize/replace/find/rfind/count/join/splitlines/
- *   isdigit/isalpha/isalnum/isspace/islower/isupper/format-free;
- *   dict.items/keys/values/get
- * Strings are indexed, sliced and measured in code points, as in Python;
- * values print as Python's str() does (None, True, [1, 'a']).
+ *   json.dumps without sorting or ASCII escaping; ensure_ascii, indent,
+ *   separators, sort_keys), trim, unique, upper, wordcount
+ *   tests: boolean, callable, defined, divisibleby, eq/equalto, even,
+ *   false, float, ge, gt/greaterthan, in, integer, iterable, le, lower,
+ *   lt/lessthan, mapping, ne, none, number, odd, sameas, sequence, string,
+ *   true, undefined, upper
+ *   globals: namespace(), range() (at most 100000 items, as the sandbox),
+ *   dict(), raise_exception(msg), strftime_now(fmt)
+ *   methods: str.startswith/endswith (a string or a tuple)/split/rsplit/
+ *   strip/lstrip/rstrip/lower/upper/title/capitalize/replace/find/rfind/
+ *   count/join/splitlines/isdigit/isalpha/isalnum/isspace/islower/isupper;
+ *   list.count/index; dict.items/keys/values/get
+ * Values behave as in Python: ints are 64-bit (overflow is an error rather
+ * than a bignum), strings are indexed, sliced and measured in code points,
+ * case mapping is Unicode's (utf8proc), undefined values print as "" and
+ * fail on attribute access, and values print as Python's str() does (None,
+ * True, [1, 'a'], 1e+16).
  *
  * Not supported (a template that uses them fails to parse or render, and
  * the caller falls back to a hand-written format): template inheritance
- * and includes, {% call %} blocks, {% filter %} blocks, macros' caller/
- * varargs/kwargs, string % formatting and the format filter, recursive loops.
+ * and includes, {% call %}, {% filter %}, {% with %} and {% do %} blocks,
+ * filters on set blocks, macros' caller/varargs/kwargs, *args and **kwargs
+ * in calls, string % formatting and the format filter, the filters and
+ * tests not listed above (batch, groupby, truncate, ...), recursive loops,
+ * tuple subscripts, \N{...} escapes, non-ASCII identifiers.
  *
  * Errors never crash: a syntax error, an unknown filter or test, a type
  * error, raise_exception(), or a template that exceeds its limits (output
@@ -63,9 +73,9 @@ struct lmoe_jinja;
 /* Bounds on one render; zero fields take the defaults below. */
 struct lmoe_jinja_limits {
     size_t max_output; /* bytes of rendered text */
-    size_t max_memory; /* bytes of values alive during the render */
+    size_t max_memory; /* bytes allocated by the render (values are freed only at its end) */
     uint64_t max_steps; /* statements and expressions evaluated */
-    int max_depth;      /* macro calls nested */
+    int max_depth;      /* macro calls nested (C recursion is bounded separately) */
 };
 #define LMOE_JINJA_MAX_OUTPUT ((size_t)16 << 20)
 #define LMOE_JINJA_MAX_MEMORY ((size_t)256 << 20)

@@ -597,7 +597,7 @@ static struct jv slice(struct jrender *r, struct jv obj, struct jv *parts) {
     if (obj.t == JV_STR) off = cp_offsets(r, obj.u.s, &count);
     else if (obj.t == JV_LIST) count = obj.u.l->n;
     else if (obj.t == JV_UNDEF) fail_undef(r, obj);
-    else jinja_fail(r, "'%s' object is not subscriptable", jv_type_name(obj));
+    else jinja_fail(r, "'%s' object is not subscriptable", jv_type_name(obj)); /* slices subscript directly */
     int64_t n = (int64_t)count;
     int64_t lo = st < 0 ? -1 : 0, hi = st < 0 ? n - 1 : n;
     int64_t a = have[0] ? v[0] : (st < 0 ? hi : lo), b = have[1] ? v[1] : (st < 0 ? lo : hi);

@@ -1,10 +1,12 @@
 /*
  * jinja_lib.c - the Jinja library a chat template can call: filters, tests,
  * globals (range, namespace, dict, raise_exception, strftime_now) and the
- * methods of strings, dicts and the loop variable.
+ * methods of strings, lists, dicts and the loop variable.
  *
  * Each behaves as its jinja2 or Python counterpart, as far as templates can
- * tell; tojson is transformers' override (json.dumps with ensure_ascii off
+ * tell, except that map, select, reject, unique and items return lists
+ * where jinja2 returns generators (the same once iterated or piped to
+ * list, but a generator prints as its repr and is always true); tojson is transformers' override (json.dumps with ensure_ascii off
  * and no HTML escaping). Strings count, index and case-map in code points
  * (utf8proc's simple case mapping).
  */
@@ -578,6 +580,7 @@ static double to_float(struct jrender *r, struct jv v, int *ok) {
 }
 
 static struct jv f_int(struct jrender *r, struct jv v, const struct jargs *a) {
+    if (v.t == JV_UNDEF) jinja_fail(r, "cannot convert an undefined value to int");
     struct jv def = arg(a, 0, "default", jv_int(0));
     int64_t base = need_int(r, arg(a, 1, "base", jv_int(10)), "int");
     if (v.t == JV_INT) return v;
@@ -629,7 +632,7 @@ static struct jv f_round(struct jrender *r, struct jv v, const struct jargs *a) 
 }
 
 static struct jv f_indent(struct jrender *r, struct jv v, const struct jargs *a) {
-    struct jstr s = str_of(r, v);
+    struct jstr s = need_str(r, v, "indent");
     struct jv w = arg(a, 0, "width", jv_int(4));
     int first = jv_truthy(arg(a, 1, "first", jv_bool(0))), blank = jv_truthy(arg(a, 2, "blank", jv_bool(0)));
     struct jstr ind;
@@ -707,7 +710,7 @@ static struct jv f_select(struct jrender *r, struct jv v, const struct jargs *a,
     struct jstr test = {NULL, 0};
     if (k < a->n) test = need_str(r, a->v[k++], "select");
     if (test.n && !jinja_has_test(test)) jinja_fail(r, "unknown test '%.*s'", (int)test.n, test.p);
-    struct jargs rest = {a->n - k, a->v + k, a->kw ? a->kw + k : NULL};
+    struct jargs rest = {a->n - k, a->v ? a->v + k : NULL, a->kw ? a->kw + k : NULL};
     struct jv out = jv_newlist(r, 0);
     for (size_t i = 0; i < items->n; i++) {
         struct jv x = attr ? attr_path(r, items->v[i], attribute) : items->v[i];
@@ -906,6 +909,7 @@ struct jv jinja_filter(struct jrender *r, struct jstr name, struct jv v, const s
     }
     if (IS("int")) return f_int(r, v, a);
     if (IS("float")) {
+        if (v.t == JV_UNDEF) jinja_fail(r, "cannot convert an undefined value to float");
         int ok;
         double f = to_float(r, v, &ok);
         return ok ? jv_float(f) : arg(a, 0, "default", jv_float(0.0));
@@ -956,14 +960,21 @@ int jinja_test(struct jrender *r, struct jstr name, struct jv v, const struct ja
     if (IS("callable")) return v.t == JV_MACRO || v.t == JV_FUNC || v.t == JV_METHOD;
     if (IS("lower")) return case_test(str_of(r, v), 0);
     if (IS("upper")) return case_test(str_of(r, v), 1);
-    if (IS("even") || IS("odd")) {
-        int64_t i = need_int(r, v, "even/odd");
-        return (i % 2 == 0) == IS("even");
-    }
-    if (IS("divisibleby")) {
-        int64_t i = need_int(r, v, "divisibleby"), d = need_int(r, other, "divisibleby");
-        if (d == 0) jinja_fail(r, "integer division or modulo by zero");
-        return d == -1 || i % d == 0;
+    if (IS("even") || IS("odd") || IS("divisibleby")) { /* value % n == 0, in Python's arithmetic */
+        struct jv n = IS("divisibleby") ? other : jv_int(2);
+        if (v.t == JV_UNDEF) jinja_fail(r, "an undefined value is not a number");
+        if (!is_num_t(v) || !is_num_t(n))
+            jinja_fail(r, "unsupported operand type(s) for %%: '%s' and '%s'", jv_type_name(v), jv_type_name(n));
+        double m;
+        if (v.t != JV_FLOAT && n.t != JV_FLOAT) {
+            if (n.u.i == 0) jinja_fail(r, "integer division or modulo by zero");
+            m = n.u.i == -1 ? 0 : (double)(v.u.i % n.u.i);
+        } else {
+            double x = v.t == JV_FLOAT ? v.u.f : (double)v.u.i, y = n.t == JV_FLOAT ? n.u.f : (double)n.u.i;
+            if (y == 0) jinja_fail(r, "float modulo");
+            m = fmod(x, y);
+        }
+        return (m == 0) == !IS("odd");
     }
     if (IS("eq") || IS("equalto")) return jv_equal(r, v, other);
     if (IS("ne")) return !jv_equal(r, v, other);
@@ -1081,10 +1092,12 @@ static const char *const str_methods[] = {
     "capitalize", "replace", "find", "rfind", "count", "join", "splitlines", "isdigit", "isalpha",
     "isalnum", "isspace", "islower", "isupper", NULL};
 static const char *const dict_methods[] = {"items", "keys", "values", "get", NULL};
+static const char *const list_methods[] = {"count", "index", NULL};
 
 int jinja_has_method(struct jv obj, struct jstr name) {
     if (obj.t == JV_STR) return in_names(str_methods, name);
     if (obj.t == JV_DICT) return in_names(dict_methods, name);
+    if (obj.t == JV_LIST) return in_names(list_methods, name);
     if (obj.t == JV_LOOP) return jstr_eq(name, "cycle");
     return 0;
 }
@@ -1122,6 +1135,17 @@ struct jv jinja_call_method(struct jrender *r, const struct jmethod *m, const st
             struct jv *v = jv_dict_get(r, d, a->v[0]);
             return v ? *v : arg(a, 1, NULL, jv_none());
         }
+    }
+    if (self.t == JV_LIST) { /* count(x), index(x) */
+        if (a->n < 1) jinja_fail(r, "%.*s takes exactly one argument", (int)name.n, name.p);
+        int64_t n = 0;
+        for (size_t i = 0; i < self.u.l->n; i++) {
+            if (!jv_equal(r, self.u.l->v[i], a->v[0])) continue;
+            if (IS("index")) return jv_int((int64_t)i);
+            n++;
+        }
+        if (IS("index")) jinja_fail(r, "list.index(x): x not in list");
+        return jv_int(n);
     }
     struct jstr s = self.u.s;
     if (IS("startswith") || IS("endswith")) {

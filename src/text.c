@@ -1,13 +1,16 @@
 /*
  * text.c - the public text interface: tokenize, token bytes, streaming
- * UTF-8 and chat rendering, on top of tokenizer.c and chat.c.
+ * UTF-8 and chat rendering, on top of tokenizer.c, chat.c and jinja.c (the
+ * model's own chat template, with the hand-written format as fallback).
  */
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "chat.h"
 #include "engine.h"
 #include "error.h"
+#include "jinja.h"
 #include "tokenizer.h"
 
 static int no_vocab(const lmoe_engine *e, char *err, size_t errlen) {
@@ -85,7 +88,9 @@ size_t lmoe_text_stream_flush(lmoe_text_stream *s, char *out) {
     return k;
 }
 
-const char *lmoe_chat_format(const lmoe_engine *e) { return lmoe_chat_format_name(e->chat_format); }
+const char *lmoe_chat_format(const lmoe_engine *e) {
+    return e->chat_jinja ? "template" : lmoe_chat_format_name(e->chat_format);
+}
 
 /* The text of a special token, for templates that write BOS/EOS as text;
  * "" when the vocabulary has none. */
@@ -94,8 +99,50 @@ static const char *special_text(const lmoe_engine *e, int32_t id) {
     return p ? p : "";
 }
 
+/* Renders msgs with the model's own template, with the variables that
+ * apply_chat_template passes (messages, add_generation_prompt, bos_token,
+ * eos_token). NULL when t fails on them (a template may raise_exception on
+ * a role it does not take) or a text is not UTF-8. */
+static char *template_render(const lmoe_engine *e, const struct lmoe_jinja *t, const struct lmoe_chat_msg *msgs,
+                             int n, int add_assistant) {
+    json_t *vars = json_object(), *list = json_array();
+    int ok = vars && list && !json_object_set_new(vars, "messages", list);
+    if (!ok) json_decref(list);
+    for (int i = 0; ok && i < n; i++) {
+        json_t *m = json_object();
+        ok = m && !json_array_append_new(list, m) && msgs[i].role &&
+             !json_object_set_new(m, "role", json_string(msgs[i].role)) &&
+             !json_object_set_new(m, "content", msgs[i].content ? json_string(msgs[i].content) : json_null());
+    }
+    ok = ok && !json_object_set_new(vars, "add_generation_prompt", json_boolean(add_assistant)) &&
+         !json_object_set_new(vars, "bos_token", json_string(special_text(e, lmoe_token_bos(e)))) &&
+         !json_object_set_new(vars, "eos_token", json_string(special_text(e, lmoe_token_eos(e))));
+    char *js = ok ? json_dumps(vars, JSON_COMPACT) : NULL;
+    json_decref(vars);
+    char *out = NULL, err[256];
+    if (js && lmoe_jinja_render(t, js, strlen(js), NULL, &out, NULL, err, sizeof err)) out = NULL;
+    free(js);
+    return out;
+}
+
+void lmoe_chat_template_load(struct lmoe_engine *e) {
+    lmoe_jinja_free(e->chat_jinja);
+    e->chat_jinja = NULL;
+    char err[256];
+    struct lmoe_jinja *t;
+    if (!e->chat_template || lmoe_jinja_parse(&t, e->chat_template, e->chat_template_len, err, sizeof err)) return;
+    /* Keep it only if it takes a plain conversation. */
+    static const struct lmoe_chat_msg probe[] = {{"user", "Hi"}};
+    char *text = template_render(e, t, probe, 1, 1);
+    if (text) e->chat_jinja = t;
+    else lmoe_jinja_free(t);
+    free(text);
+}
+
 char *lmoe_chat_render(const lmoe_engine *e, const struct lmoe_chat_msg *msgs, int n, int add_assistant) {
     /* As apply_chat_template: BOS is part of the rendered text. */
+    char *text = e->chat_jinja ? template_render(e, e->chat_jinja, msgs, n, add_assistant) : NULL;
+    if (text) return text;
     return lmoe_chat_format_render(e->chat_format, msgs, n, add_assistant, special_text(e, lmoe_token_bos(e)),
                                    special_text(e, lmoe_token_eos(e)));
 }

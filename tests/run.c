@@ -22,6 +22,7 @@ void test_tokenizer(void);
 void test_sampler(void);
 void test_writer(void);
 void test_chat(void);
+void test_jinja(void);
 void test_quantize(void);
 void test_server(void);
 void test_hf(void);
@@ -37,6 +38,7 @@ static const struct {
     {"tokenizer", test_tokenizer}, /* BPE and SPM against reference ids */
     {"sampler", test_sampler},     /* token choice */
     {"chat", test_chat},           /* chat formats against jinja2 renders */
+    {"jinja", test_jinja},         /* chat templates rendered as jinja2 does */
     {"writer", test_writer},   /* GGUF writer round trips through the reader */
     {"cli", test_cli},         /* the leanmoe program's interfaces */
     {"quantize", test_quantize}, /* quantizers vs gguf-py and ggml; quantize, perplexity */
