@@ -34,7 +34,7 @@ SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 SAN_OBJ  := $(LIB_SRC:%.c=$(B)/san/%.o) $(TEST_SRC:%.c=$(B)/san/%.o)
 SAN_CLI_OBJ := $(LIB_SRC:%.c=$(B)/san/%.o) $(CLI_SRC:%.c=$(B)/san/%.o)
 
-.PHONY: all test deps fuzz format help clean bench
+.PHONY: all test deps fuzz format help clean bench header-check
 all: $(B)/leanmoe $(B)/liblmoe.a
 
 $(B)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h cli/*.h server/*.h)
@@ -67,7 +67,12 @@ $(B)/vocab/%.gguf: tests/golden/tokenizer/%.gguf.gz
 	@mkdir -p $(dir $@)
 	gunzip -c $< > $@
 
-test: $(B)/test_runner $(B)/leanmoe-san $(B)/leanmoe $(VOCABS)   ## run every suite under ASan+UBSan
+# The public header on its own: strict C99 and C++, no warnings.
+header-check:
+	$(CC) -std=c99 -pedantic -Wall -Wextra -Werror -Iinclude -fsyntax-only tests/header/header_only.c
+	g++ -x c++ -std=c++11 -Wall -Wextra -Werror -Iinclude -fsyntax-only tests/header/header_only.c
+
+test: header-check $(B)/test_runner $(B)/leanmoe-san $(B)/leanmoe $(VOCABS)   ## run every suite under ASan+UBSan
 	ASAN_OPTIONS=detect_leaks=1 $(B)/test_runner
 
 FUZZ_SECONDS ?= 60
