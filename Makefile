@@ -8,7 +8,7 @@
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-WARN    := -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
+WARN    := -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter -ffp-contract=off
 ifeq ($(CI),true)
 WARN    += -Werror
 endif

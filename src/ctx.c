@@ -12,10 +12,6 @@
 #include "engine.h"
 #include "error.h"
 
-/* Tokens per forward step: bounds scratch memory while letting each
- * decoded weight row serve many tokens. */
-#define LMOE_N_BATCH 64
-
 static int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
 void lmoe_scratch_free(struct lmoe_scratch *s) {
@@ -53,7 +49,7 @@ int lmoe_scratch_reserve(struct lmoe_engine *e, int n_ctx) {
     size_t sizes[] = {B * E, B * E, B * E, B * E, B * q_w, B * kv_w, B * kv_w, B * heads_w,
                       B * (size_t)(hp->q_lora_rank + 1), B * (size_t)(hp->kv_lora_rank + hp->qk_rope + 1),
                       B * lat_w + 1, B * lat_w + 1, n_threads * (size_t)n_ctx, B * ne, B * k,
-                      B * E, B * (size_t)n_ff, B * (size_t)n_ff, B * E, B * (size_t)hp->n_vocab};
+                      B * E, B * (size_t)n_ff, B * (size_t)n_ff, B * E, (size_t)LMOE_N_OUT * (size_t)hp->n_vocab};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!(*bufs[i] = malloc(sizeof(float) * (sizes[i] ? sizes[i] : 1)))) goto oom;
     if (!(s->sel_ids = malloc(sizeof(int) * B * k)) || !(s->expert_tok = malloc(sizeof(int) * B)) ||
@@ -156,8 +152,7 @@ int lmoe_batch_eval(lmoe_ctx **ctxs, const int32_t *const *tokens, const int *n,
     float *out_dst[LMOE_N_BATCH];
     int rc = 0, seq = 0, at = 0;
     /* Fill micro-batches with the sequences' tokens in order; a sequence may
-     * span several steps. Logits rows are computed into the scratch's spare
-     * logits area and copied to each caller's buffer. */
+     * span several steps. */
     while (seq < n_seq && !rc) {
         int T = 0, n_out = 0;
         while (seq < n_seq && T < s->n_batch) {
@@ -176,9 +171,7 @@ int lmoe_batch_eval(lmoe_ctx **ctxs, const int32_t *const *tokens, const int *n,
             at += take;
             if (at == n[seq]) { seq++; at = 0; }
         }
-        rc = lmoe_forward(e, step_tok, T, s->logits, out_rows, n_out);
-        for (int i = 0; i < n_out && !rc; i++)
-            memcpy(out_dst[i], s->logits + (size_t)i * n_vocab, sizeof(float) * (size_t)n_vocab);
+        rc = lmoe_forward(e, step_tok, T, out_dst, out_rows, n_out);
     }
     if (!rc)
         for (int i = 0; i < n_seq; i++) ctxs[i]->n_past += n[i];

@@ -12,6 +12,12 @@
 #include "kvcache.h"
 #include "model/ops.h"
 
+/* Tokens per forward step: many, so that prompt processing reads each
+ * weight (and each expert) once for hundreds of tokens; and output-head
+ * rows computed at a time, so logits scratch stays small. */
+#define LMOE_N_BATCH 512
+#define LMOE_N_OUT 64
+
 /* Scratch for one forward step of up to n_batch tokens, owned by the engine
  * (steps are serialised by step_lock). The tokens of a step may belong to
  * different contexts: that is how several sequences share each weight read. */
@@ -29,7 +35,7 @@ struct lmoe_scratch {
     float *sel_w;
     int *expert_tok;                    /* token list of one expert */
     float *gather, *gate, *up, *down;   /* FFN work rows */
-    float *logits;                      /* [n_batch][n_vocab] output rows */
+    float *logits;                      /* [LMOE_N_OUT][n_vocab] output rows */
 };
 
 struct lmoe_engine {
@@ -71,9 +77,9 @@ void lmoe_scratch_free(struct lmoe_scratch *s);
 
 /* Runs the T <= n_batch tokens described by e->s.tok_ctx / tok_pos (their
  * KV rows are written at those positions) and writes the logits of the
- * n_out token indices in out_rows, in that order, into out. The caller
- * advances each context's n_past. */
-int lmoe_forward(struct lmoe_engine *e, const int32_t *tokens, int T, float *out,
+ * n_out token indices out_rows[i] to out[i] (n_vocab floats each). The
+ * caller advances each context's n_past. */
+int lmoe_forward(struct lmoe_engine *e, const int32_t *tokens, int T, float *const *out,
                  const int *out_rows, int n_out);
 
 #endif

@@ -11,7 +11,7 @@
 #include "model/attention.h"
 #include "model/moe.h"
 
-int lmoe_forward(struct lmoe_engine *e, const int32_t *tokens, int T, float *out, const int *out_rows,
+int lmoe_forward(struct lmoe_engine *e, const int32_t *tokens, int T, float *const *out, const int *out_rows,
                  int n_out) {
     const struct lmoe_model *m = &e->model;
     const struct lmoe_hparams *hp = &m->hp;
@@ -36,10 +36,16 @@ int lmoe_forward(struct lmoe_engine *e, const int32_t *tokens, int T, float *out
     }
     if (!out || n_out == 0) return 0;
     /* Only the rows asked for go through the output head, the largest
-     * matrix of small models. */
-    for (int i = 0; i < n_out; i++)
-        op_rmsnorm(s->xn + (size_t)i * n_embd, s->x + (size_t)out_rows[i] * n_embd, m->output_norm.data, n_embd,
-                   hp->rms_eps);
-    op_matmul(cp, &m->output, 0, s->xn, n_embd, n_out, out, hp->n_vocab);
+     * matrix of small models; in groups of LMOE_N_OUT rows, so the logits
+     * scratch stays small when a whole prompt's rows are wanted. */
+    for (int g = 0; g < n_out; g += LMOE_N_OUT) {
+        int k = n_out - g < LMOE_N_OUT ? n_out - g : LMOE_N_OUT;
+        for (int i = 0; i < k; i++)
+            op_rmsnorm(s->xn + (size_t)i * n_embd, s->x + (size_t)out_rows[g + i] * n_embd, m->output_norm.data,
+                       n_embd, hp->rms_eps);
+        op_matmul(cp, &m->output, 0, s->xn, n_embd, k, s->logits, hp->n_vocab);
+        for (int i = 0; i < k; i++)
+            memcpy(out[g + i], s->logits + (size_t)i * hp->n_vocab, sizeof(float) * (size_t)hp->n_vocab);
+    }
     return 0;
 }
