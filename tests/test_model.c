@@ -20,51 +20,12 @@
 
 #include "leanmoe.h"
 #include "format/gguf.h"
+#include "golden_ref.h"
 #include "test.h"
 
 /* The F16 cache rounds every cached element to 11 significant bits; on
  * these random-weight models that moves logits by well under 1%. */
 #define F16_KV_REL_TOL 1e-2
-
-struct ref {
-    uint32_t n_ids, n_vocab, n_gen;
-    int32_t *ids, *gen;
-    float *logits;
-    void *buf;
-};
-
-static int ref_load(const char *path, struct ref *r) {
-    size_t size;
-    uint8_t *b = test_read_file(path, &size);
-    if (!b || size < 16 || memcmp(b, "LMRF", 4)) { free(b); return -1; }
-    memcpy(&r->n_ids, b + 4, 4);
-    memcpy(&r->n_vocab, b + 8, 4);
-    memcpy(&r->n_gen, b + 12, 4);
-    size_t need = 16 + 4 * ((size_t)r->n_ids + (size_t)r->n_ids * r->n_vocab + r->n_gen);
-    if (need != size) { free(b); return -1; }
-    r->buf = b;
-    r->ids = (int32_t *)(b + 16);
-    r->logits = (float *)(r->ids + r->n_ids);
-    r->gen = (int32_t *)(r->logits + (size_t)r->n_ids * r->n_vocab);
-    return 0;
-}
-
-/* max |a - b| / max |b| over n values */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double md = 0, mx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= md)) md = d; /* NaN propagates as failure */
-        if (fabs(b[i]) > mx) mx = fabs(b[i]);
-    }
-    return mx > 0 ? md / mx : md;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
-}
 
 /* Runs the prompt, one batch or token by token; rows receive all logits. */
 static int run_prompt(lmoe_engine *e, int kv, const struct ref *r, int decode, float *rows,
@@ -83,36 +44,6 @@ static int run_prompt(lmoe_engine *e, int kv, const struct ref *r, int decode, f
     return rc;
 }
 
-static int cmp_double(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
-}
-
-/* Median over positions of KL(p_ref || p_got), and the share of positions
- * whose top token agrees. */
-static void kl_top1(const float *got, const float *ref, int n_pos, int n_vocab, double *kl, double *top1) {
-    double *per = malloc(sizeof(double) * (size_t)n_pos);
-    int same = 0;
-    for (int p = 0; p < n_pos; p++) {
-        const float *a = ref + (size_t)p * n_vocab, *b = got + (size_t)p * n_vocab;
-        double ma = a[0], mb = b[0];
-        for (int i = 1; i < n_vocab; i++) { if (a[i] > ma) ma = a[i]; if (b[i] > mb) mb = b[i]; }
-        double za = 0, zb = 0;
-        for (int i = 0; i < n_vocab; i++) { za += exp(a[i] - ma); zb += exp(b[i] - mb); }
-        double k = 0;
-        for (int i = 0; i < n_vocab; i++) {
-            double la = a[i] - ma - log(za), lb = b[i] - mb - log(zb);
-            k += exp(la) * (la - lb);
-        }
-        per[p] = k;
-        same += argmax(a, n_vocab) == argmax(b, n_vocab);
-    }
-    qsort(per, (size_t)n_pos, sizeof(double), cmp_double);
-    *kl = n_pos % 2 ? per[n_pos / 2] : 0.5 * (per[n_pos / 2 - 1] + per[n_pos / 2]);
-    *top1 = (double)same / n_pos;
-    free(per);
-}
-
 static lmoe_engine *open_golden(const char *gguf, const char *isa, int threads) {
     char path[1024], err[512];
     snprintf(path, sizeof path, "%s/golden/models/%s", LMOE_TEST_DIR, gguf);
@@ -125,17 +56,9 @@ static lmoe_engine *open_golden(const char *gguf, const char *isa, int threads) 
     return e;
 }
 
-/* The fast kernels quantize activations to 8 bits for quantized weights,
- * as llama.cpp does. On these tiny random models that moves logits by a
- * few percent and can flip a near-tie expert choice at a position, so the
- * fast path is held to the distribution, not to 1e-3: the median KL per
- * position against the reference below this (one flipped position does
- * not dominate a median), and the same top token at most positions. */
-#define FAST_MAX_MEDIAN_KL 0.01
 /* The 8-bit KV cache rounds cached latents to 1/254 of their block's
  * range: a little coarser than F16, still far below a token flip. */
 #define Q8_KV_MAX_MEDIAN_KL 0.01
-#define FAST_MIN_TOP1 0.75
 
 static void check_case(const char *gguf, const char *refname, double tol, int greedy, const char *desc) {
     char path[1024];
