@@ -78,3 +78,18 @@ void kl_top1(const float *got, const float *ref, int n_pos, int n_vocab, double 
     *top1 = n_pos > 0 ? (double)same / n_pos : 1;
     free(per);
 }
+
+int run_prompt(lmoe_engine *e, int kv_type, const struct ref *r, int decode, float *rows, lmoe_ctx **keep) {
+    lmoe_ctx *c;
+    struct lmoe_ctx_options o = {.n_ctx = (int)(r->n_ids + r->n_gen + 1), .kv_type = kv_type};
+    if (lmoe_ctx_open(&c, e, &o)) return -1;
+    int rc = 0;
+    if (decode)
+        for (uint32_t i = 0; i < r->n_ids && !rc; i++)
+            rc = lmoe_ctx_eval(c, r->ids + i, 1, rows + (size_t)i * r->n_vocab, 0);
+    else
+        rc = lmoe_ctx_eval(c, r->ids, (int)r->n_ids, rows, 1);
+    if (keep && !rc) *keep = c;
+    else lmoe_ctx_close(c);
+    return rc;
+}

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "leanmoe.h"
+
 /* The fast kernels quantize activations to 8 bits for quantized weights,
  * as llama.cpp does. On tiny random models that moves logits by a few
  * percent and can flip a near-tie expert choice at a position, so the
@@ -39,5 +41,10 @@ int argmax(const float *x, int n);
 /* Median over positions of KL(p_ref || p_got), and the share of positions
  * whose top token agrees. */
 void kl_top1(const float *got, const float *ref, int n_pos, int n_vocab, double *kl, double *top1);
+
+/* Runs r's prompt in a fresh context with a kv_type cache: as one batch,
+ * or (decode) one token at a time; rows receive every position's logits.
+ * With keep, the context is handed back open for a continuation. */
+int run_prompt(lmoe_engine *e, int kv_type, const struct ref *r, int decode, float *rows, lmoe_ctx **keep);
 
 #endif

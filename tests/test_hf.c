@@ -37,21 +37,6 @@
 
 #define HF_DIR LMOE_TEST_DIR "/golden/hf"
 
-static int run_prompt(lmoe_engine *e, const struct ref *r, int decode, float *rows, lmoe_ctx **keep) {
-    lmoe_ctx *c;
-    struct lmoe_ctx_options o = {.n_ctx = (int)(r->n_ids + r->n_gen + 1), .kv_type = LMOE_KV_F32};
-    if (lmoe_ctx_open(&c, e, &o)) return -1;
-    int rc = 0;
-    if (decode)
-        for (uint32_t i = 0; i < r->n_ids && !rc; i++)
-            rc = lmoe_ctx_eval(c, r->ids + i, 1, rows + (size_t)i * r->n_vocab, 0);
-    else
-        rc = lmoe_ctx_eval(c, r->ids, (int)r->n_ids, rows, 1);
-    if (keep && !rc) *keep = c;
-    else lmoe_ctx_close(c);
-    return rc;
-}
-
 static lmoe_engine *open_model(const char *path, const char *isa, int threads) {
     char err[512];
     struct lmoe_engine_options eo = {.n_threads = threads, .isa = isa};
@@ -73,8 +58,8 @@ static void check_ref_logits(const char *path, const struct ref *r, double tol, 
     size_t n = (size_t)r->n_ids * r->n_vocab;
     float *batch = malloc(n * sizeof(float)), *dec = malloc(n * sizeof(float));
     lmoe_ctx *c = NULL;
-    CHECK(run_prompt(e, r, 0, batch, NULL) == 0);
-    CHECK(run_prompt(e, r, 1, dec, &c) == 0);
+    CHECK(run_prompt(e, LMOE_KV_F32, r, 0, batch, NULL) == 0);
+    CHECK(run_prompt(e, LMOE_KV_F32, r, 1, dec, &c) == 0);
     double eb = rel_err(batch, r->logits, n), ed = rel_err(dec, r->logits, n);
     CHECKF(eb <= tol, "%s: prompt path rel err %.3g > %.3g", path, eb, tol);
     CHECKF(ed <= tol, "%s: decode path rel err %.3g > %.3g", path, ed, tol);
@@ -105,20 +90,20 @@ static void check_fast_logits(const char *path, const struct ref *r) {
     float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
     lmoe_engine *e;
     if ((e = open_model(path, NULL, 2))) {
-        CHECK(run_prompt(e, r, 0, a, NULL) == 0);
+        CHECK(run_prompt(e, LMOE_KV_F32, r, 0, a, NULL) == 0);
         double kl, top1;
         kl_top1(a, r->logits, (int)r->n_ids, (int)r->n_vocab, &kl, &top1);
         CHECKF(kl <= FAST_MAX_MEDIAN_KL && top1 >= FAST_MIN_TOP1, "%s: fast kernels: median KL %.3g, top-1 %.0f%%",
                path, kl, 100 * top1);
         /* decode steps (T = 1, the fused FP8 dot) agree with the prompt */
-        CHECK(run_prompt(e, r, 1, b, NULL) == 0);
+        CHECK(run_prompt(e, LMOE_KV_F32, r, 1, b, NULL) == 0);
         kl_top1(b, r->logits, (int)r->n_ids, (int)r->n_vocab, &kl, &top1);
         CHECKF(kl <= FAST_MAX_MEDIAN_KL && top1 >= FAST_MIN_TOP1, "%s: fast decode: median KL %.3g, top-1 %.0f%%",
                path, kl, 100 * top1);
         lmoe_engine_close(e);
     }
     if ((e = open_model(path, NULL, 1))) {
-        CHECK(run_prompt(e, r, 0, b, NULL) == 0);
+        CHECK(run_prompt(e, LMOE_KV_F32, r, 0, b, NULL) == 0);
         CHECKF(!memcmp(a, b, n * sizeof(float)), "%s: 1 and 2 threads differ", path);
         lmoe_engine_close(e);
     }

@@ -27,23 +27,6 @@
  * these random-weight models that moves logits by well under 1%. */
 #define F16_KV_REL_TOL 1e-2
 
-/* Runs the prompt, one batch or token by token; rows receive all logits. */
-static int run_prompt(lmoe_engine *e, int kv, const struct ref *r, int decode, float *rows,
-                      lmoe_ctx **keep) {
-    lmoe_ctx *c;
-    struct lmoe_ctx_options o = {.n_ctx = (int)(r->n_ids + r->n_gen + 1), .kv_type = kv};
-    if (lmoe_ctx_open(&c, e, &o)) return -1;
-    int rc = 0;
-    if (decode)
-        for (uint32_t i = 0; i < r->n_ids && !rc; i++)
-            rc = lmoe_ctx_eval(c, r->ids + i, 1, rows + (size_t)i * r->n_vocab, 0);
-    else
-        rc = lmoe_ctx_eval(c, r->ids, (int)r->n_ids, rows, 1);
-    if (keep && !rc) *keep = c;
-    else lmoe_ctx_close(c);
-    return rc;
-}
-
 static lmoe_engine *open_golden(const char *gguf, const char *isa, int threads) {
     char path[1024], err[512];
     snprintf(path, sizeof path, "%s/golden/models/%s", LMOE_TEST_DIR, gguf);
