@@ -93,19 +93,10 @@ struct env {
 };
 
 static void env_open(struct env *e, const struct lmoe_kernels *k, int n_threads, int max_cols) {
-    e->c.pool = lmoe_pool_open(n_threads);
-    e->c.k = k;
-    e->c.max_cols = max_cols;
-    e->c.row_scratch = malloc(sizeof(float) * (size_t)n_threads * (size_t)max_cols);
-    e->c.act_scratch_bytes = op_matmul_scratch_bytes(max_cols);
-    e->c.act_scratch = malloc(e->c.act_scratch_bytes);
+    op_compute_open(&e->c, k, n_threads, max_cols);
 }
 
-static void env_close(struct env *e) {
-    lmoe_pool_close(e->c.pool);
-    free(e->c.row_scratch);
-    free(e->c.act_scratch);
-}
+static void env_close(struct env *e) { op_compute_close(&e->c); }
 
 /* A weight matrix of `type`, rows x cols, random. */
 static struct lmoe_tensor make_matrix(uint32_t type, int rows, int cols) {

@@ -116,19 +116,15 @@ int lmoe_engine_open(lmoe_engine **out, const char *path, const struct lmoe_engi
         goto fail;
     }
     int n_threads = opt && opt->n_threads > 0 ? opt->n_threads : lmoe_physical_cores();
-    e->compute.k = opt && opt->isa ? lmoe_kernels_have(opt->isa) : lmoe_kernels_pick();
-    if (!e->compute.k) {
+    const struct lmoe_kernels *k = opt && opt->isa ? lmoe_kernels_have(opt->isa) : lmoe_kernels_pick();
+    if (!k) {
         rc = lmoe_errf(err, errlen, LMOE_ERR_UNSUPPORTED, "engine: kernels '%s' are not available on this CPU",
                        opt->isa);
         goto fail;
     }
-    e->compute.max_cols = max_cols(e->gguf);
-    e->compute.pool = lmoe_pool_open(n_threads);
-    e->compute.row_scratch = malloc(sizeof(float) * (size_t)n_threads * (size_t)e->compute.max_cols);
-    e->compute.act_scratch_bytes = op_matmul_scratch_bytes(e->compute.max_cols);
-    e->compute.act_scratch = malloc(e->compute.act_scratch_bytes);
+    int compute_failed = op_compute_open(&e->compute, k, n_threads, max_cols(e->gguf));
     e->rope_freqs = malloc(sizeof(float) * (size_t)(e->model.hp.n_rot / 2 + 1));
-    if (!e->compute.pool || !e->compute.row_scratch || !e->compute.act_scratch || !e->rope_freqs) {
+    if (compute_failed || !e->rope_freqs) {
         rc = lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "engine: out of memory starting %d threads", n_threads);
         goto fail;
     }
@@ -146,10 +142,8 @@ fail:
 
 void lmoe_engine_close(lmoe_engine *e) {
     if (!e) return;
-    lmoe_pool_close(e->compute.pool);
+    op_compute_close(&e->compute);
     lmoe_scratch_free(&e->s);
-    free(e->compute.row_scratch);
-    free(e->compute.act_scratch);
     free(e->rope_freqs);
     lmoe_model_free(&e->model);
     lmoe_tokenizer_close(e->tok);

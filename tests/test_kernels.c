@@ -467,19 +467,10 @@ struct mm_env {
 };
 
 static void mm_open(struct mm_env *e, const struct lmoe_kernels *k, int n_threads, int max_cols) {
-    e->c.pool = lmoe_pool_open(n_threads);
-    e->c.k = k;
-    e->c.max_cols = max_cols;
-    e->c.row_scratch = malloc(sizeof(float) * (size_t)n_threads * (size_t)max_cols);
-    e->c.act_scratch_bytes = op_matmul_scratch_bytes(max_cols);
-    e->c.act_scratch = malloc(e->c.act_scratch_bytes);
+    op_compute_open(&e->c, k, n_threads, max_cols);
 }
 
-static void mm_close(struct mm_env *e) {
-    lmoe_pool_close(e->c.pool);
-    free(e->c.row_scratch);
-    free(e->c.act_scratch);
-}
+static void mm_close(struct mm_env *e) { op_compute_close(&e->c); }
 
 static void test_matmul(const struct lmoe_kernels *k) {
     static const uint32_t types[] = {LMOE_DTYPE_F32, LMOE_DTYPE_F16, LMOE_DTYPE_BF16, LMOE_DTYPE_Q4_0,

@@ -2,8 +2,10 @@
  * ops.c - forward-step operations shared by every architecture.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "leanmoe.h"
 #include "model/ops.h"
 #include "model/ops_fp8.h"
 #include "quant/quant.h"
@@ -78,6 +80,26 @@ static void quantize_rows(void *arg, int t0, int t1, int ith) {
     uint8_t *dst = j->c->act_scratch;
     for (int t = t0; t < t1; t++)
         j->c->k->quantize_act(act_type, j->x + (size_t)t * j->ldx, dst + (size_t)t * j->act_stride, j->n_in);
+}
+
+int op_compute_open(struct lmoe_compute *c, const struct lmoe_kernels *k, int n_threads, int max_cols) {
+    memset(c, 0, sizeof(*c));
+    c->k = k;
+    c->max_cols = max_cols;
+    c->pool = lmoe_pool_open(n_threads);
+    c->row_scratch = malloc(sizeof(float) * (size_t)(n_threads > 0 ? n_threads : 1) * (size_t)max_cols);
+    c->act_scratch_bytes = op_matmul_scratch_bytes(max_cols);
+    c->act_scratch = malloc(c->act_scratch_bytes);
+    if (c->pool && c->row_scratch && c->act_scratch) return 0;
+    op_compute_close(c);
+    return LMOE_ERR_NOMEM;
+}
+
+void op_compute_close(struct lmoe_compute *c) {
+    lmoe_pool_close(c->pool);
+    free(c->row_scratch);
+    free(c->act_scratch);
+    memset(c, 0, sizeof(*c));
 }
 
 size_t op_matmul_scratch_bytes(int max_cols) {

@@ -27,6 +27,12 @@ struct lmoe_compute {
     size_t act_scratch_bytes;
 };
 
+/* Starts the pool and allocates both scratches for weights of up to
+ * max_cols columns. 0, or LMOE_ERR_NOMEM with nothing left allocated.
+ * close frees what open made; a zeroed struct closes safely. */
+int op_compute_open(struct lmoe_compute *c, const struct lmoe_kernels *k, int n_threads, int max_cols);
+void op_compute_close(struct lmoe_compute *c);
+
 /* Bytes of act_scratch for rows of up to max_cols elements. */
 size_t op_matmul_scratch_bytes(int max_cols);
 
