@@ -36,6 +36,17 @@ static void run_alone(lmoe_engine *e, int kv_type, float *out) {
     lmoe_ctx_close(c);
 }
 
+/* A pool of n_pages 4-token pages and two contexts drawing from it. */
+static lmoe_kv_pool *open_two(lmoe_engine *e, int n_pages, int kv_type, int n_ctx, lmoe_ctx **a, lmoe_ctx **b) {
+    lmoe_kv_pool *p;
+    struct lmoe_kv_pool_options po = {.n_pages = n_pages, .page_tokens = 4, .kv_type = kv_type};
+    CHECK(lmoe_kv_pool_open(&p, e, &po) == 0);
+    struct lmoe_ctx_options o = {.n_ctx = n_ctx, .pool = p};
+    CHECK(lmoe_ctx_open(a, e, &o) == 0);
+    CHECK(lmoe_ctx_open(b, e, &o) == 0);
+    return p;
+}
+
 /* The same timeline in a pool of 4-token pages, fed in chunks of 7 while
  * a filler context takes and returns pages in between, so the pages of
  * the timeline are neither consecutive nor in order. */
@@ -44,13 +55,8 @@ static void run_paged(lmoe_engine *e, int kv_type, float *out) {
     int32_t toks[N_ALL], fill[64];
     for (int i = 0; i < N_ALL; i++) toks[i] = tok_at(i, n_vocab);
     for (int i = 0; i < 64; i++) fill[i] = (int32_t)((i * 13 + 5) % n_vocab);
-    lmoe_kv_pool *p;
-    struct lmoe_kv_pool_options po = {.n_pages = 64, .page_tokens = 4, .kv_type = kv_type};
-    CHECK(lmoe_kv_pool_open(&p, e, &po) == 0);
     lmoe_ctx *c, *f;
-    struct lmoe_ctx_options o = {.n_ctx = 128, .pool = p};
-    CHECK(lmoe_ctx_open(&c, e, &o) == 0);
-    CHECK(lmoe_ctx_open(&f, e, &o) == 0);
+    lmoe_kv_pool *p = open_two(e, 64, kv_type, 128, &c, &f);
     for (int at = 0, round = 0; at < N_ALL; round++) {
         int n = at < N_PROMPT ? (N_PROMPT - at < 7 ? N_PROMPT - at : 7) : 1;
         /* The filler grows by 5 and every third round falls back, freeing
@@ -84,13 +90,8 @@ static void check_accounting(lmoe_engine *e) {
     int n_vocab = lmoe_engine_n_vocab(e);
     int32_t toks[16];
     for (int i = 0; i < 16; i++) toks[i] = tok_at(i, n_vocab);
-    lmoe_kv_pool *p;
-    struct lmoe_kv_pool_options po = {.n_pages = 4, .page_tokens = 4, .kv_type = LMOE_KV_F16};
-    CHECK(lmoe_kv_pool_open(&p, e, &po) == 0);
     lmoe_ctx *x, *y;
-    struct lmoe_ctx_options o = {.n_ctx = 64, .pool = p};
-    CHECK(lmoe_ctx_open(&x, e, &o) == 0);
-    CHECK(lmoe_ctx_open(&y, e, &o) == 0);
+    lmoe_kv_pool *p = open_two(e, 4, LMOE_KV_F16, 64, &x, &y);
     CHECK(n_free(p) == 4); /* nothing is taken before it is needed */
     CHECK(lmoe_ctx_eval(x, toks, 10, NULL, 0) == 0);
     CHECK(n_free(p) == 1);
