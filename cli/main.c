@@ -64,7 +64,7 @@ static void usage(FILE *f) {
             "  --host H              address to listen on (default 127.0.0.1)\n"
             "  --port P              TCP port (default 8080; 0 = any free port, printed)\n"
             "  --parallel N          sequences batched together (default 4)\n"
-            "  --kv-pool-mb M        KV cache for all of them, split equally (default: N x ctx tokens)\n"
+            "  --kv-pool-mb M        KV cache pages shared by all of them (default: N x ctx tokens)\n"
             "  --max-queue N         requests waiting for a slot before 429 (default 64)\n"
             "  --api-key KEY         require 'Authorization: Bearer KEY' (not on /health)\n"
             "  --usd-per-hour X      machine price for the per-request cost (default 0.10)\n"

@@ -50,6 +50,7 @@ enum lmoe_err {
     LMOE_ERR_NOMEM = -4,       /* an allocation failed */
     LMOE_ERR_ARG = -5,         /* a caller passed a bad argument */
     LMOE_ERR_CTX_FULL = -6,    /* the context has no room for more tokens */
+    LMOE_ERR_KV_FULL = -7,     /* the shared KV pool has no free page left */
 };
 
 /* A short name for a result code. Static string. */
@@ -116,9 +117,50 @@ typedef struct lmoe_ctx lmoe_ctx;
  * multiple of 32), F16 elsewhere. */
 enum lmoe_kv_type { LMOE_KV_F32 = 0, LMOE_KV_F16 = 1, LMOE_KV_Q8 = 2 };
 
+/* A KV pool: fixed-size pages of KV cache, each holding page_tokens
+ * consecutive positions of every layer, shared by the contexts opened on
+ * it. A context maps its positions to pages through a small page table,
+ * takes a page when its timeline enters one, and gives pages back when it
+ * is truncated, reset or closed; so a context may grow into whatever its
+ * neighbours leave free, up to its own n_ctx. Pages are allocated once, at
+ * pool open; taking and returning them allocates nothing and is
+ * thread-safe. Which pages a context holds never changes its results: the
+ * logits equal those of a context with its own cache. */
+typedef struct lmoe_kv_pool lmoe_kv_pool;
+
+struct lmoe_kv_pool_options {
+    int n_pages;     /* pages in the pool (> 0) */
+    int page_tokens; /* positions per page, a power of two; 0 = 16 */
+    int kv_type;     /* enum lmoe_kv_type of every page */
+};
+#define LMOE_DEFAULT_PAGE_TOKENS 16
+
+/* Bytes one page of page_tokens positions takes (both parts, every
+ * layer), to size a pool from a memory budget. 0 for a vocabulary-only
+ * engine or a page_tokens that is not a power of two. */
+size_t lmoe_kv_page_bytes(const lmoe_engine *e, int page_tokens, int kv_type);
+
+/* The pool borrows e, which must outlive it; every context opened on the
+ * pool must be closed before lmoe_kv_pool_close. */
+int lmoe_kv_pool_open(lmoe_kv_pool **out, lmoe_engine *e,
+                      const struct lmoe_kv_pool_options *opt);
+void lmoe_kv_pool_close(lmoe_kv_pool *p);
+
+struct lmoe_kv_pool_info {
+    int n_pages, n_free, page_tokens;
+    size_t page_bytes;
+};
+void lmoe_kv_pool_info(lmoe_kv_pool *p, struct lmoe_kv_pool_info *out);
+
 struct lmoe_ctx_options {
     int n_ctx;   /* tokens the cache holds; 0 = min(model context, 4096) */
-    int kv_type; /* enum lmoe_kv_type; F16 by default */
+    int kv_type; /* enum lmoe_kv_type; F16 by default; ignored with a pool */
+    /* NULL: the context owns a cache of n_ctx positions, one contiguous
+     * block per layer. Otherwise its KV rows live in pages of this pool,
+     * taken as the timeline grows; an eval that needs a page the pool no
+     * longer has fails with LMOE_ERR_KV_FULL and evaluates nothing. A
+     * context holds ceil(n_past / page_tokens) pages. */
+    lmoe_kv_pool *pool;
 };
 #define LMOE_DEFAULT_N_CTX 4096
 
@@ -145,7 +187,8 @@ int lmoe_batch_eval(lmoe_ctx **ctxs, const int32_t *const *tokens, const int *n,
 
 int lmoe_ctx_n_past(const lmoe_ctx *c); /* tokens in the cache */
 /* Forgets every token from position n on (n <= n_past), so a timeline can
- * be rewound to a shared prefix and continued differently. */
+ * be rewound to a shared prefix and continued differently. Pages of a pool
+ * that no longer hold a position go back to it, as they do on reset. */
 int lmoe_ctx_truncate(lmoe_ctx *c, int n);
 int lmoe_ctx_n_ctx(const lmoe_ctx *c);  /* its capacity */
 void lmoe_ctx_reset(lmoe_ctx *c);       /* forget every token */

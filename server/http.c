@@ -351,8 +351,12 @@ int srv_run(lmoe_engine *e, const struct srv_options *o, volatile sig_atomic_t *
     int port = 0, rc = -1;
     struct MHD_Daemon *d = NULL;
     if (!(srv->sched = srv_sched_open(e, o, &srv->metrics)) || !(d = listen_on(srv, &port))) goto done;
-    fprintf(stderr, "leanmoe: serving %s on http://%s:%d (%d slots of %d tokens)\n", o->model_id, o->host, port,
-            o->parallel, srv_sched_slot_n_ctx(srv->sched));
+    struct srv_sched_stats st;
+    srv_sched_stats(srv->sched, &st);
+    fprintf(stderr,
+            "leanmoe: serving %s on http://%s:%d (%d slots, up to %d tokens each, sharing a KV pool of %d pages of %d "
+            "tokens)\n",
+            o->model_id, o->host, port, o->parallel, srv_sched_slot_n_ctx(srv->sched), st.kv_pages, st.kv_page_tokens);
     while (!*stop) sleep_ms(50);
 
     /* Drain: no new connections, no new jobs; running jobs get the grace

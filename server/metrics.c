@@ -138,12 +138,15 @@ char *srv_metrics_render(struct srv_metrics *m, const struct srv_sched_stats *st
     put_value(&t, "leanmoe_slots", "gauge", "Slots (--parallel).", st->n_slots);
     put_value(&t, "leanmoe_kv_cache_used_tokens", "gauge", "Tokens held in the slots' KV caches.",
               (double)st->kv_used_tokens);
-    put_value(&t, "leanmoe_kv_cache_capacity_tokens", "gauge", "Tokens the slots' KV caches can hold.",
+    put_value(&t, "leanmoe_kv_cache_capacity_tokens", "gauge", "Tokens the KV pool can hold.",
               (double)st->kv_capacity_tokens);
+    put_value(&t, "leanmoe_kv_pool_pages", "gauge", "Pages in the KV pool.", st->kv_pages);
+    put_value(&t, "leanmoe_kv_pool_pages_used", "gauge", "Pages held by the slots' caches.", st->kv_pages_used);
+    put_value(&t, "leanmoe_kv_pool_page_tokens", "gauge", "Positions per page.", st->kv_page_tokens);
     put_value(&t, "leanmoe_kv_cache_used_bytes", "gauge", "Bytes of KV cache in use.",
               (double)st->kv_used_tokens * st->kv_bytes_per_token);
-    put_value(&t, "leanmoe_kv_cache_usage_ratio", "gauge", "Used over capacity.",
-              st->kv_capacity_tokens ? (double)st->kv_used_tokens / (double)st->kv_capacity_tokens : 0.0);
+    put_value(&t, "leanmoe_kv_cache_usage_ratio", "gauge", "Pool pages used over pages.",
+              st->kv_pages ? (double)st->kv_pages_used / (double)st->kv_pages : 0.0);
     return t.buf;
 }
 

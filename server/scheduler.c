@@ -16,6 +16,15 @@
  * prompt; the context is truncated to that prefix and only the rest is
  * evaluated (at least one token, for fresh logits).
  *
+ * KV memory is one pool of pages (lmoe_kv_pool) that every slot's context
+ * draws from, so one long sequence may use what short ones leave. A job is
+ * admitted only when the pool can promise it every page it may need
+ * (prompt plus max_tokens, at most the slot context): pages not yet taken
+ * by running jobs are reserved for them, and caches of idle slots are
+ * dropped, least recently used first, to make room. A job that cannot be
+ * promised its pages waits in the queue, so a running sequence never finds
+ * the pool empty.
+ *
  * Cost: each step's wall time is split equally among the sequences in it;
  * a job's share, times the hourly price, is its cost.
  *
@@ -47,6 +56,7 @@ struct slot {
     uint64_t last_used; /* to spread new prompts over idle slots */
 
     struct srv_job *job; /* NULL when free */
+    int reserved;        /* positions promised to the job (its pages are held for it) */
     uint64_t admitted;   /* admission order: prefill is served oldest first */
     int prefilling;      /* prompt tokens remain to evaluate */
     int n_fed;           /* prompt tokens in the cache so far */
@@ -71,6 +81,8 @@ struct srv_sched {
     struct srv_metrics *m;
     int n_vocab, n_slots, slot_n_ctx;
     double kv_bpt;
+    lmoe_kv_pool *pool;
+    struct lmoe_kv_pool_info pool_info; /* its fixed sizes */
     struct slot *slots;
     uint64_t clock;
 
@@ -289,12 +301,53 @@ static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb) {
     return k;
 }
 
+static int pages_for(const struct srv_sched *s, int tokens) {
+    return (tokens + s->pool_info.page_tokens - 1) / s->pool_info.page_tokens;
+}
+
+/* Positions a job may fill: its prompt and every token it may generate. */
+static int job_extent(const struct srv_sched *s, const struct srv_job *j) {
+    long n = (long)j->n_prompt + (j->max_tokens > 0 ? j->max_tokens : s->slot_n_ctx);
+    return n < s->slot_n_ctx ? (int)n : s->slot_n_ctx;
+}
+
+/* Free pages not promised to a running job. */
+static int pages_unpromised(struct srv_sched *s) {
+    struct lmoe_kv_pool_info in;
+    lmoe_kv_pool_info(s->pool, &in);
+    int n = in.n_free;
+    for (int i = 0; i < s->n_slots; i++) {
+        const struct slot *sl = &s->slots[i];
+        if (sl->job) n -= pages_for(s, sl->reserved) - pages_for(s, sl->n_cache);
+    }
+    return n;
+}
+
+/* Whether job j, kept prefix `keep` in slot `to`, can be promised its
+ * pages; drops idle slots' caches (least recently used first, never to's)
+ * until it can, or none is left. */
+static int make_room(struct srv_sched *s, struct slot *to, const struct srv_job *j, int keep) {
+    int need = pages_for(s, job_extent(s, j)) - pages_for(s, keep);
+    for (;;) {
+        if (pages_unpromised(s) >= need) return 1;
+        struct slot *lru = NULL;
+        for (int i = 0; i < s->n_slots; i++) {
+            struct slot *sl = &s->slots[i];
+            if (sl != to && !sl->job && sl->n_cache > 0 && (!lru || sl->last_used < lru->last_used)) lru = sl;
+        }
+        if (!lru) return 0;
+        lmoe_ctx_reset(lru->ctx);
+        lru->n_cache = 0;
+    }
+}
+
 /* Puts job j into free slot sl, reusing the longest cached prefix. Returns
  * -1 (job failed) when the sampler cannot be made. Under s->mu. */
 static int slot_start(struct srv_sched *s, struct slot *sl, struct srv_job *j) {
     int keep = common_prefix(sl->cache, sl->n_cache, j->prompt, j->n_prompt - 1);
     lmoe_ctx_truncate(sl->ctx, keep);
     sl->n_cache = keep;
+    sl->reserved = job_extent(s, j);
     if (lmoe_sampler_open(&sl->smp, &j->sampling, s->n_vocab)) {
         job_end(j, NULL, 500, "out of memory for a sampler");
         return -1;
@@ -343,6 +396,9 @@ static void admit(struct srv_sched *s) {
             }
         }
         if (!best) break;
+        /* The oldest job waits for pages; later ones wait behind it, so a
+         * long request is not starved by short ones. */
+        if (!make_room(s, best, j, best_len < 0 ? 0 : best_len)) break;
         memmove(s->queue, s->queue + 1, sizeof(*s->queue) * (size_t)(s->q_len - 1));
         s->q_len--;
         slot_start(s, best, j);
@@ -569,21 +625,33 @@ struct srv_sched *srv_sched_open(lmoe_engine *e, const struct srv_options *o, st
     s->m = m;
     s->n_vocab = lmoe_engine_n_vocab(e);
     s->n_slots = o->parallel;
-    /* kv_bytes_per_token is for F16. Q8 is counted at F16 size: it applies
-     * only to rows that allow it, and over-counting keeps within the pool. */
-    s->kv_bpt = (double)(info.kv_bytes_per_token ? info.kv_bytes_per_token : 1) * (o->kv_type == LMOE_KV_F32 ? 2 : 1);
-    /* The pool is split equally; a slot never exceeds the model's context. */
+    /* The pool: --kv-pool-mb, or enough for every slot to hold -c tokens
+     * (default min(model context, 4096)). A slot's context is capped by the
+     * model's, by -c when given, and by the pool; not by a share of it. */
+    size_t page_bytes = lmoe_kv_page_bytes(e, LMOE_DEFAULT_PAGE_TOKENS, o->kv_type);
+    s->kv_bpt = (double)page_bytes / LMOE_DEFAULT_PAGE_TOKENS;
     int model_ctx = info.context_length > 0 ? info.context_length : LMOE_DEFAULT_N_CTX;
     int want = o->n_ctx > 0 ? o->n_ctx : (model_ctx < LMOE_DEFAULT_N_CTX ? model_ctx : LMOE_DEFAULT_N_CTX);
     double pool = o->kv_pool_mb > 0 ? o->kv_pool_mb * 1048576.0 : (double)s->n_slots * want * s->kv_bpt;
-    double per_slot = pool / s->n_slots / s->kv_bpt;
-    s->slot_n_ctx = per_slot > model_ctx ? model_ctx : (int)per_slot;
+    double n_pages = page_bytes ? floor(pool / (double)page_bytes) : 0;
+    if (n_pages > (1 << 30)) n_pages = 1 << 30;
+    double pool_tokens = n_pages * LMOE_DEFAULT_PAGE_TOKENS;
+    int cap = o->n_ctx > 0 && o->n_ctx < model_ctx ? o->n_ctx : model_ctx;
+    s->slot_n_ctx = pool_tokens < cap ? (int)pool_tokens : cap;
     if (s->slot_n_ctx < MIN_SLOT_CTX) {
-        fprintf(stderr, "leanmoe: serve: a %.3g MB KV pool gives each of %d slots %d tokens; at least %d are needed\n",
-                pool / 1048576.0, s->n_slots, s->slot_n_ctx, MIN_SLOT_CTX);
+        fprintf(stderr, "leanmoe: serve: a %.3g MB KV pool holds %d tokens; at least %d are needed\n",
+                pool / 1048576.0, s->slot_n_ctx, MIN_SLOT_CTX);
         free(s);
         return NULL;
     }
+    struct lmoe_kv_pool_options po = {.n_pages = (int)n_pages, .page_tokens = LMOE_DEFAULT_PAGE_TOKENS,
+                                      .kv_type = o->kv_type};
+    if (lmoe_kv_pool_open(&s->pool, e, &po)) {
+        fprintf(stderr, "leanmoe: serve: out of memory for a %.3g MB KV pool\n", pool / 1048576.0);
+        free(s);
+        return NULL;
+    }
+    lmoe_kv_pool_info(s->pool, &s->pool_info);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->q_cap = o->max_queue;
@@ -595,7 +663,7 @@ struct srv_sched *srv_sched_open(lmoe_engine *e, const struct srv_options *o, st
     s->b_logits = calloc((size_t)s->n_slots, sizeof(*s->b_logits));
     s->b_slot = calloc((size_t)s->n_slots, sizeof(*s->b_slot));
     int ok = s->queue && s->slots && s->b_ctx && s->b_tok && s->b_n && s->b_logits && s->b_slot;
-    struct lmoe_ctx_options co = {.n_ctx = s->slot_n_ctx, .kv_type = o->kv_type};
+    struct lmoe_ctx_options co = {.n_ctx = s->slot_n_ctx, .kv_type = o->kv_type, .pool = s->pool};
     for (int i = 0; ok && i < s->n_slots; i++) {
         struct slot *sl = &s->slots[i];
         ok = !lmoe_ctx_open(&sl->ctx, e, &co) && (sl->cache = malloc(sizeof(int32_t) * (size_t)s->slot_n_ctx)) &&
@@ -631,6 +699,7 @@ void srv_sched_close(struct srv_sched *s) {
         free(sl->lps);
     }
     for (int i = 0; i < s->q_len; i++) job_end_cancelled(s->queue[i], CANCEL_SHUTDOWN);
+    lmoe_kv_pool_close(s->pool);
     free(s->slots);
     free(s->queue);
     free(s->b_ctx);
@@ -665,8 +734,13 @@ void srv_sched_stats(struct srv_sched *s, struct srv_sched_stats *out) {
     pthread_mutex_unlock(&s->mu);
     out->n_slots = s->n_slots;
     out->slot_n_ctx = s->slot_n_ctx;
-    out->kv_capacity_tokens = (long)s->n_slots * s->slot_n_ctx;
+    struct lmoe_kv_pool_info in;
+    lmoe_kv_pool_info(s->pool, &in);
+    out->kv_capacity_tokens = (long)in.n_pages * in.page_tokens;
     out->kv_bytes_per_token = s->kv_bpt;
+    out->kv_pages = in.n_pages;
+    out->kv_pages_used = in.n_pages - in.n_free;
+    out->kv_page_tokens = in.page_tokens;
 }
 
 void srv_sched_stop_accepting(struct srv_sched *s) {

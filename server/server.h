@@ -34,8 +34,8 @@ struct srv_options {
     const char *host;     /* address to listen on, e.g. "127.0.0.1" */
     int port;             /* 0 = any free port (printed at start) */
     int parallel;         /* slots: sequences decoded together */
-    double kv_pool_mb;    /* KV memory for all slots; 0 = parallel x min(ctx, 4096) tokens */
-    int n_ctx;            /* -c: tokens per slot wanted; 0 = model's, at most 4096 */
+    double kv_pool_mb;    /* KV pool shared by all slots; 0 = parallel x n_ctx (or min(model's, 4096)) tokens */
+    int n_ctx;            /* -c: most tokens of one sequence; 0 = the model's (and the pool's) limit */
     int kv_type;          /* enum lmoe_kv_type */
     const char *api_key;  /* NULL = no auth */
     double usd_per_hour;  /* price of the machine, for the cost field */
@@ -172,11 +172,12 @@ struct srv_sched;
 
 struct srv_sched_stats {
     int queue_depth, active, n_slots, slot_n_ctx;
-    long kv_used_tokens, kv_capacity_tokens; /* cached tokens, all slots */
+    long kv_used_tokens, kv_capacity_tokens; /* cached tokens, all slots; the pool's size */
     double kv_bytes_per_token;
+    int kv_pages, kv_pages_used, kv_page_tokens; /* the paged pool */
 };
 
-/* Opens the slots (contexts sized from the KV pool) and starts the thread.
+/* Opens the KV pool, the slots (contexts drawing from it) and the thread.
  * Prints the reason to stderr and returns NULL if it cannot. */
 struct srv_sched *srv_sched_open(lmoe_engine *e, const struct srv_options *o, struct srv_metrics *m);
 /* Cancels whatever runs, joins the thread, frees the slots. */

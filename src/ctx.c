@@ -73,20 +73,34 @@ int lmoe_ctx_open(lmoe_ctx **out, lmoe_engine *e, const struct lmoe_ctx_options 
     c->n_ctx = opt && opt->n_ctx > 0 ? opt->n_ctx
                                      : (hp->n_ctx_train < LMOE_DEFAULT_N_CTX ? hp->n_ctx_train : LMOE_DEFAULT_N_CTX);
     c->kv_type = opt ? opt->kv_type : LMOE_KV_F16;
-    if (c->kv_type != LMOE_KV_F16 && c->kv_type != LMOE_KV_F32 && c->kv_type != LMOE_KV_Q8) {
+    c->pool = opt ? opt->pool : NULL;
+    if ((!c->pool && c->kv_type != LMOE_KV_F16 && c->kv_type != LMOE_KV_F32 && c->kv_type != LMOE_KV_Q8) ||
+        (c->pool && c->pool->e != e) || c->n_ctx > (1 << 30)) {
         free(c);
         return LMOE_ERR_ARG;
     }
-    int alloc_failed;
-    if (hp->arch == LMOE_ARCH_DEEPSEEK2)
-        alloc_failed = lmoe_kv_alloc(c, c->kv_type, hp->kv_lora_rank, hp->qk_rope, hp->kv_lora_rank, hp->qk_rope);
-    else
-        alloc_failed = lmoe_kv_alloc(c, c->kv_type, hp->n_head_kv * hp->head_dim_k, hp->n_head_kv * hp->head_dim_v,
-                                     hp->head_dim_k, hp->head_dim_v);
+    int rc = 0;
+    if (!c->pool) {
+        /* One page of the next power of two: rows of a layer are contiguous,
+         * and calloc leaves the unused tail unbacked. */
+        int sh = 0;
+        while ((1 << sh) < c->n_ctx) sh++;
+        rc = lmoe_kv_pool_make(&c->own_pool, e, 1, sh, c->kv_type);
+        c->pool = c->own_pool;
+    }
+    if (!rc) {
+        c->kv_type = c->pool->kv_type;
+        c->k = c->pool->k;
+        c->v = c->pool->v;
+        c->page_shift = c->pool->page_shift;
+        c->n_layer = c->pool->n_layer;
+        size_t n_table = ((size_t)c->n_ctx + (size_t)c->pool->page_tokens - 1) >> c->page_shift;
+        if (!(c->pages = malloc(sizeof(int) * n_table))) rc = LMOE_ERR_NOMEM;
+    }
     pthread_mutex_lock(&e->step_lock);
-    int rc = lmoe_scratch_reserve(e, c->n_ctx);
+    if (!rc) rc = lmoe_scratch_reserve(e, c->n_ctx);
     pthread_mutex_unlock(&e->step_lock);
-    if (alloc_failed || rc) {
+    if (rc) {
         lmoe_ctx_close(c);
         return LMOE_ERR_NOMEM;
     }
@@ -96,17 +110,24 @@ int lmoe_ctx_open(lmoe_ctx **out, lmoe_engine *e, const struct lmoe_ctx_options 
 
 void lmoe_ctx_close(lmoe_ctx *c) {
     if (!c) return;
-    lmoe_kv_free(c);
+    if (c->pages) lmoe_kv_shrink(c, 0);
+    free(c->pages);
+    lmoe_kv_pool_close(c->own_pool);
     free(c);
 }
 
 int lmoe_ctx_n_past(const lmoe_ctx *c) { return c->n_past; }
 int lmoe_ctx_n_ctx(const lmoe_ctx *c) { return c->n_ctx; }
-void lmoe_ctx_reset(lmoe_ctx *c) { c->n_past = 0; }
+
+void lmoe_ctx_reset(lmoe_ctx *c) {
+    c->n_past = 0;
+    lmoe_kv_shrink(c, 0);
+}
 
 int lmoe_ctx_truncate(lmoe_ctx *c, int n) {
     if (n < 0 || n > c->n_past) return LMOE_ERR_ARG;
     c->n_past = n; /* later rows are overwritten as new tokens arrive */
+    lmoe_kv_shrink(c, n);
     return 0;
 }
 const char *lmoe_ctx_error(const lmoe_ctx *c) { return c->err; }
@@ -143,6 +164,15 @@ int lmoe_batch_eval(lmoe_ctx **ctxs, const int32_t *const *tokens, const int *n,
                 return lmoe_errf(ctxs[i]->err, sizeof ctxs[i]->err, LMOE_ERR_ARG, "eval: a context appears twice");
         int rc = check_tokens(ctxs[i], tokens[i], n[i]);
         if (rc) return rc;
+    }
+    /* Pages for every new position, all or none: on a full pool the pages
+     * just taken go back and nothing is evaluated. */
+    for (int i = 0; i < n_seq; i++) {
+        int rc = lmoe_kv_grow(ctxs[i], ctxs[i]->n_past + n[i]);
+        if (rc) {
+            for (int j = 0; j <= i; j++) lmoe_kv_shrink(ctxs[j], ctxs[j]->n_past);
+            return rc;
+        }
     }
     int n_vocab = e->model.hp.n_vocab;
     pthread_mutex_lock(&e->step_lock);

@@ -61,8 +61,12 @@ struct lmoe_engine {
 struct lmoe_ctx {
     lmoe_engine *e;
     int n_ctx, n_past, kv_type;
-    /* KV cache (kvcache.h): per layer, n_ctx rows of each part. */
+    /* KV cache (kvcache.h): k and v are the pool's parts; pages[i] holds
+     * positions [i << page_shift, (i + 1) << page_shift), for i < n_pages. */
+    struct lmoe_kv_pool *pool;
+    struct lmoe_kv_pool *own_pool; /* the private pool, without a shared one */
     struct lmoe_kv_part k, v;
+    int *pages, n_pages, page_shift, n_layer;
     char err[256];
 };
 

@@ -16,6 +16,7 @@ const char *lmoe_strerror(int code) {
     case LMOE_ERR_NOMEM: return "out of memory";
     case LMOE_ERR_ARG: return "bad argument";
     case LMOE_ERR_CTX_FULL: return "context full";
+    case LMOE_ERR_KV_FULL: return "KV pool full";
     }
     return "unknown error";
 }

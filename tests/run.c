@@ -26,6 +26,7 @@ void test_jinja(void);
 void test_quantize(void);
 void test_server(void);
 void test_hf(void);
+void test_kvpool(void);
 
 static const struct {
     const char *name;
@@ -35,6 +36,7 @@ static const struct {
     {"quant", test_quant},     /* dequantizers against the gguf package */
     {"kernels", test_kernels}, /* fast paths against the scalar reference */
     {"model", test_model},     /* logits against transformers goldens */
+    {"kvpool", test_kvpool},   /* paged KV pool: accounting, exhaustion, same logits */
     {"tokenizer", test_tokenizer}, /* BPE and SPM against reference ids */
     {"sampler", test_sampler},     /* token choice */
     {"chat", test_chat},           /* chat formats against jinja2 renders */
