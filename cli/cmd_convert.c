@@ -21,8 +21,12 @@
  * keeps them, and a row length the type's block does not divide falls back
  * to F16 as gguf-py does. The default T is bf16 when the checkpoint holds
  * bf16 or fp8 weights, else f16 for f16 weights, else f32. general.file_type
- * names T. The tokenizer is not written yet: the file has no
- * tokenizer.ggml.* keys (llama.cpp loads it without a vocabulary).
+ * names T. The folder's tokenizer.json (with tokenizer_config.json) is
+ * written as the tokenizer.* keys the converter writes for byte-level BPE
+ * (tokenizer_gguf.c); a folder without one, or with a tokenizer that has
+ * no GGUF form yet (SentencePiece-style, an unnamed pre-tokenizer), gets a
+ * one-line warning and tokenizer.ggml.model "none" (llama.cpp then loads
+ * the weights without a vocabulary).
  *
  * Like `leanmoe quantize`, this is a file tool and reaches below leanmoe.h.
  */
@@ -37,6 +41,7 @@
 #include "format/gguf_write.h"
 #include "format/safetensors.h"
 #include "quant/quant.h"
+#include "tokenizer.h"
 
 /* llama.cpp's llama_ftype of each pure type (general.file_type). */
 static const struct {
@@ -169,6 +174,31 @@ static int meta_u32(const struct gguf_file *g, const char *arch, const char *suf
     return gguf_get_u32(g, key, &v, NULL, 0) ? def : (int)v;
 }
 
+/* The folder's tokenizer as GGUF keys. Returns 0 when written; 1, after a
+ * one-line warning, when there is none to write (the caller marks the file
+ * "none"); -1, after a one-line error, for a tokenizer that is broken or
+ * does not fit the model. */
+static int write_vocab(struct gguf_writer *w, const char *dir, int n_vocab) {
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "leanmoe: convert: warning: no %s: the file gets no vocabulary\n", path);
+        return 1;
+    }
+    fclose(f);
+    struct lmoe_tokenizer *t = NULL;
+    int rc = lmoe_tokenizer_open_json(&t, path, err, sizeof err);
+    if (rc == 0) rc = lmoe_tokenizer_write_gguf(t, w, n_vocab, err, sizeof err);
+    lmoe_tokenizer_close(t);
+    if (rc == LMOE_ERR_UNSUPPORTED) {
+        fprintf(stderr, "leanmoe: convert: warning: %s: the file gets no vocabulary\n", err);
+        return 1;
+    }
+    if (rc) fprintf(stderr, "leanmoe: convert: %s\n", err);
+    return rc ? -1 : 0;
+}
+
 int cmd_convert(const struct args *a) {
     const char *dir = a->text, *out = a->n_pos > 0 ? a->pos[0] : a->out;
     if (!dir || !out || a->n_pos > 1) {
@@ -224,13 +254,17 @@ int cmd_convert(const struct args *a) {
     for (uint64_t i = 0; i < g->n_kv; i++)
         if (strncmp(g->kv[i].key, "leanmoe.", 8)) gguf_writer_copy_kv(w, &g->kv[i]);
     gguf_writer_set_u32(w, "general.file_type", (uint32_t)out_types[ti].ftype);
-    /* No vocabulary is written: llama.cpp then wants the model named "none"
-     * and takes the vocabulary size from <arch>.vocab_size. */
-    gguf_writer_set_str(w, "tokenizer.ggml.model", "none");
-    char vkey[64];
-    snprintf(vkey, sizeof vkey, "%s.vocab_size", arch_name);
     const struct gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
-    if (!gguf_find_kv(g, vkey) && emb) gguf_writer_set_u32(w, vkey, (uint32_t)emb->ne[1]);
+    int vocab = write_vocab(w, dir, emb ? (int)emb->ne[1] : 0);
+    if (vocab < 0) goto done;
+    if (vocab > 0) {
+        /* No vocabulary: llama.cpp then wants the model named "none" and
+         * takes the vocabulary size from <arch>.vocab_size. */
+        gguf_writer_set_str(w, "tokenizer.ggml.model", "none");
+        char vkey[64];
+        snprintf(vkey, sizeof vkey, "%s.vocab_size", arch_name);
+        if (!gguf_find_kv(g, vkey) && emb) gguf_writer_set_u32(w, vkey, (uint32_t)emb->ne[1]);
+    }
     if (out_types[ti].type != LMOE_DTYPE_F32 && out_types[ti].type != LMOE_DTYPE_F16 &&
         out_types[ti].type != LMOE_DTYPE_BF16)
         gguf_writer_set_u32(w, "general.quantization_version", 2);
