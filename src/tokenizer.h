@@ -68,16 +68,6 @@ void lmoe_tokenizer_close(struct lmoe_tokenizer *t); /* NULL is fine */
  * when the file cannot be read. */
 int lmoe_tokenizer_open_json(struct lmoe_tokenizer **out, const char *path, char *err,
                              size_t errlen);
-/* Writes a tokenizer read by lmoe_tokenizer_open_json as the tokenizer.*
- * keys llama.cpp's convert_hf_to_gguf.py writes (tokenizer_gguf.c), the
- * token list padded to n_vocab (the embedding rows). Returns 0,
- * LMOE_ERR_UNSUPPORTED for a tokenizer llama.cpp's converter would not
- * write as "gpt2" (not byte-level, or an unnamed pre-tokenizer; nothing is
- * written then), LMOE_ERR_ARG when the vocabulary exceeds n_vocab, or the
- * writer's error; err holds one line. */
-struct gguf_writer;
-int lmoe_tokenizer_write_gguf(const struct lmoe_tokenizer *t, struct gguf_writer *w, int n_vocab,
-                              char *err, size_t errlen);
 /* tokenizer_config.json's chat_template (the default one when it lists
  * several): borrowed, valid until close; NULL for GGUF tokenizers and when
  * there is none. */

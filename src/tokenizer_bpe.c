@@ -66,9 +66,7 @@
 #define DS_CJK "[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+"
 
 struct pre_def {
-    /* NUL-separated aliases, ending with an empty one; the first is the one
-     * llama.cpp's converter writes. */
-    const char *names;
+    const char *names; /* NUL-separated aliases, ending with an empty one */
     int ignore_merges; /* HF's BPE ignore_merges (Llama 3) */
     int add_bos;       /* llama.cpp's add_bos default for these */
     const char *re[LMOE_TOK_MAX_REGEX];
@@ -80,7 +78,7 @@ static const struct pre_def pre_defs[] = {
       "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|" S "+(?!" NS ")",
       "\\p{N}+", "[0-9][0-9][0-9]"}},
     {"gpt-2\0", 0, 0, {RE_GPT2}},
-    {"llama-bpe\0llama3\0llama-v3\0", 1, 1, {RE_LLAMA3_HEAD "\\p{N}{1,3}" RE_LLAMA3_TAIL}},
+    {"llama3\0llama-v3\0llama-bpe\0", 1, 1, {RE_LLAMA3_HEAD "\\p{N}{1,3}" RE_LLAMA3_TAIL}},
     {"qwen2\0deepseek-r1-qwen\0", 0, 0, {RE_LLAMA3_HEAD "\\p{N}" RE_LLAMA3_TAIL}},
     {"deepseek-llm\0", 0, 0,
      {"[\\r\\n]", S "?[" DS_LETTERS "]+", S "?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+", S "+$", DS_CJK,
@@ -98,82 +96,6 @@ static const struct pre_def *find_pre(const char *name) {
     for (size_t i = 0; i < sizeof(pre_defs) / sizeof(pre_defs[0]); i++)
         for (const char *a = pre_defs[i].names; *a; a += strlen(a) + 1)
             if (strcmp(a, name) == 0) return &pre_defs[i];
-    return NULL;
-}
-
-/* UTF-8 of code point cp (below U+110000) into out; returns its length. */
-static size_t utf8_put(uint32_t cp, char *out) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* One character of a regex in canonical form: \x{H..}, \r, \n and \t
- * become the UTF-8 character they stand for, anything else is copied, so
- * a pattern written with escapes (above) and one written with literal
- * characters (tokenizer.json) compare equal. Returns the bytes read. */
-static size_t canon_char(const char *s, char *out, size_t *k) {
-    if (s[0] == '\\' && (s[1] == 'r' || s[1] == 'n' || s[1] == 't')) {
-        out[(*k)++] = s[1] == 'r' ? '\r' : s[1] == 'n' ? '\n' : '\t';
-        return 2;
-    }
-    if (s[0] == '\\' && s[1] == 'x' && s[2] == '{') {
-        char *end;
-        unsigned long cp = strtoul(s + 3, &end, 16);
-        if (*end == '}' && end > s + 3 && cp < 0x110000) {
-            *k += utf8_put((uint32_t)cp, out + *k);
-            return (size_t)(end + 1 - s);
-        }
-    }
-    if (s[0] == '\\' && s[1]) {
-        out[(*k)++] = s[0];
-        out[(*k)++] = s[1];
-        return 2;
-    }
-    out[(*k)++] = s[0];
-    return 1;
-}
-
-/* The canonical form of a regex (malloc'd), or NULL without memory. */
-static char *canon_regex(const char *re) {
-    size_t n = strlen(re), k = 0;
-    char *out = malloc(4 * n + 1); /* \r (2 bytes) -> 1; \x{..} (5+) -> 4 */
-    if (!out) return NULL;
-    for (size_t i = 0; i < n;) i += canon_char(re + i, out, &k);
-    out[k] = 0;
-    return out;
-}
-
-const char *lmoe_tok_bpe_pre_name(const char *const *re, int n_re) {
-    for (size_t d = 0; d < sizeof(pre_defs) / sizeof(pre_defs[0]); d++) {
-        int same = 1, n_def = 0;
-        while (n_def < LMOE_TOK_MAX_REGEX && pre_defs[d].re[n_def]) n_def++;
-        if (n_def != n_re) continue;
-        for (int i = 0; same && i < n_re; i++) {
-            char *a = canon_regex(re[i]), *b = canon_regex(pre_defs[d].re[i]);
-            same = a && b && strcmp(a, b) == 0;
-            free(a);
-            free(b);
-        }
-        if (same) return pre_defs[d].names;
-    }
     return NULL;
 }
 

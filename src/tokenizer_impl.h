@@ -14,23 +14,6 @@
 struct gguf_file;
 struct lmoe_tok_json;
 
-/* Special-token roles as gguf-py's SpecialVocab names them. */
-enum lmoe_tok_role {
-    LMOE_TOK_ROLE_BOS, LMOE_TOK_ROLE_EOS, LMOE_TOK_ROLE_UNK, LMOE_TOK_ROLE_SEP, LMOE_TOK_ROLE_PAD,
-    LMOE_TOK_ROLE_CLS, LMOE_TOK_ROLE_MASK, LMOE_TOK_ROLE_EOT, LMOE_TOK_ROLE_EOM, LMOE_TOK_N_ROLES
-};
-
-/* The special-token keys llama.cpp's converter derives from a folder's
- * tokenizer.json, tokenizer_config.json and config.json (gguf-py's
- * SpecialVocab). They differ from what transformers uses in places: the
- * post-processor's add_bos/add_eos win over tokenizer_config.json's, and
- * ids come only from added tokens or config.json's *_token_id. */
-struct lmoe_tok_gguf_keys {
-    int32_t id[LMOE_TOK_N_ROLES]; /* -1: not written */
-    int8_t add[LMOE_TOK_N_ROLES]; /* add_<role>_token: -1 not written, 0, 1 */
-    int lowercase;                /* a Lowercase normalizer */
-};
-
 /* Most regexes any pre-tokenizer applies in sequence. */
 #define LMOE_TOK_MAX_REGEX 8
 
@@ -122,21 +105,9 @@ void lmoe_tok_bpe_byte_ids(struct lmoe_tokenizer *t);
 int lmoe_tok_bpe_merges_alloc(struct lmoe_tokenizer *t, size_t n_merges);
 int lmoe_tok_bpe_merge_add(struct lmoe_tokenizer *t, const char *a, size_t na, const char *b,
                            size_t nb, int32_t rank);
-/* The pre-tokenizer name (llama.cpp's tokenizer.ggml.pre) whose regex
- * sequence is re[0..n_re), written with escapes or literal characters
- * alike; NULL if no known name has that sequence. The result is a
- * NUL-separated alias list, the converter's name first; borrowed, static. */
-const char *lmoe_tok_bpe_pre_name(const char *const *re, int n_re);
 /* Runs the merges on the symbols ids[0..n) and appends the result. */
 int lmoe_tok_bpe_merge_ids(const struct lmoe_tokenizer *t, const int32_t *ids, size_t n,
                            struct lmoe_ids *out);
-
-/* tokenizer.json: the converter's special-token keys (borrowed), and the
- * pre-tokenizer name llama.cpp gives its Split sequence (see
- * lmoe_tok_bpe_pre_name), or NULL when it has none or is not byte-level.
- * Both NULL for a tokenizer read from GGUF. */
-const struct lmoe_tok_gguf_keys *lmoe_tok_json_gguf_keys(const struct lmoe_tokenizer *t);
-const char *lmoe_tok_json_pre_name(const struct lmoe_tokenizer *t);
 
 /* tokenizer.json: the encode of one stretch, and freeing the pipeline. */
 int lmoe_tok_json_encode(const struct lmoe_tokenizer *t, const char *s, size_t n, int at_start,

@@ -71,8 +71,6 @@ struct step {
     size_t n_repl;
     int prepend;    /* METASPACE: 0 never, 1 first, 2 always */
     int split;
-    char *src;      /* SPLIT by a regex: the pattern as compiled (names the
-                     * pre-tokenizer for GGUF); NULL for a literal */
 };
 
 struct lmoe_tok_json {
@@ -84,7 +82,6 @@ struct lmoe_tok_json {
     int byte_fallback; /* unknown characters become <0xNN> tokens */
     int fuse_unk;
     char *chat_template;
-    struct lmoe_tok_gguf_keys gguf; /* what llama.cpp's converter would write */
 };
 
 /* ---- building the pipeline ---------------------------------------------- */
@@ -155,7 +152,7 @@ static char *translate_regex(const char *re, size_t n) {
 }
 
 /* Compiles a tokenizer.json pattern object {"Regex": ...} or {"String": ...}. */
-static int compile_pattern(struct jctx *c, const json_t *pat, pcre2_code **out, char **src_out) {
+static int compile_pattern(struct jctx *c, const json_t *pat, pcre2_code **out) {
     const char *rx = jstr(pat, "Regex"), *lit = jstr(pat, "String");
     if (!rx && !lit) return bad(c, "a pattern is neither {\"Regex\"} nor {\"String\"}");
     const json_t *v = json_object_get(pat, rx ? "Regex" : "String");
@@ -166,8 +163,7 @@ static int compile_pattern(struct jctx *c, const json_t *pat, pcre2_code **out, 
     PCRE2_SIZE at;
     *out = pcre2_compile((PCRE2_SPTR)(rx ? src : lit), rx ? PCRE2_ZERO_TERMINATED : n,
                          PCRE2_UTF | (rx ? PCRE2_UCP : PCRE2_LITERAL), &code, &at, NULL);
-    if (src_out && *out) *src_out = src;
-    else free(src);
+    free(src);
     if (!*out) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof(msg));
@@ -178,10 +174,10 @@ static int compile_pattern(struct jctx *c, const json_t *pat, pcre2_code **out, 
     return 0;
 }
 
-static int compile_builtin(struct jctx *c, const char *re, pcre2_code **out, char **src_out) {
+static int compile_builtin(struct jctx *c, const char *re, pcre2_code **out) {
     json_t *pat = json_pack("{ss}", "Regex", re);
     if (!pat) return lmoe_errf(c->err, c->errlen, LMOE_ERR_NOMEM, "tokenizer: out of memory");
-    int rc = compile_pattern(c, pat, out, src_out);
+    int rc = compile_pattern(c, pat, out);
     json_decref(pat);
     return rc;
 }
@@ -210,10 +206,7 @@ static int add_norm(struct lmoe_tok_json *j, struct jctx *c, const json_t *nz, i
     else if (!strcmp(type, "NFD")) nm.kind = NORM_NFD;
     else if (!strcmp(type, "NFKC")) nm.kind = NORM_NFKC;
     else if (!strcmp(type, "NFKD")) nm.kind = NORM_NFKD;
-    else if (!strcmp(type, "Lowercase")) {
-        nm.kind = NORM_LOWER;
-        j->gguf.lowercase = 1;
-    }
+    else if (!strcmp(type, "Lowercase")) nm.kind = NORM_LOWER;
     else if (!strcmp(type, "Strip")) {
         nm.kind = NORM_STRIP;
         nm.left = jbool(nz, "strip_left", 1);
@@ -227,7 +220,7 @@ static int add_norm(struct lmoe_tok_json *j, struct jctx *c, const json_t *nz, i
         if (!(nm.text = malloc(nm.n_text + 1))) return LMOE_ERR_NOMEM;
         memcpy(nm.text, json_string_value(v), nm.n_text + 1);
         if (nm.kind == NORM_REPLACE) {
-            int rc = compile_pattern(c, json_object_get(nz, "pattern"), &nm.re, NULL);
+            int rc = compile_pattern(c, json_object_get(nz, "pattern"), &nm.re);
             if (rc) {
                 free(nm.text);
                 return rc;
@@ -252,7 +245,6 @@ static int push_step(struct lmoe_tok_json *j, struct step st) {
     if (!p) {
         pcre2_code_free(st.re);
         free(st.repl);
-        free(st.src);
         return LMOE_ERR_NOMEM;
     }
     j->steps = p;
@@ -262,8 +254,8 @@ static int push_step(struct lmoe_tok_json *j, struct step st) {
 
 static int split_step(struct lmoe_tok_json *j, struct jctx *c, const char *re, int behavior,
                       int invert) {
-    struct step st = {STEP_SPLIT, NULL, behavior, invert, NULL, 0, 0, 0, NULL};
-    int rc = compile_builtin(c, re, &st.re, &st.src);
+    struct step st = {STEP_SPLIT, NULL, behavior, invert, NULL, 0, 0, 0};
+    int rc = compile_builtin(c, re, &st.re);
     return rc ? rc : push_step(j, st);
 }
 
@@ -286,17 +278,17 @@ static int add_pre(struct lmoe_tok_json *j, struct jctx *c, const json_t *pt, in
         static const char *const names[] = {"Removed", "Isolated", "MergedWithPrevious",
                                             "MergedWithNext", "Contiguous"};
         const char *b = jstr(pt, "behavior");
-        struct step st = {STEP_SPLIT, NULL, -1, jbool(pt, "invert", 0), NULL, 0, 0, 0, NULL};
+        struct step st = {STEP_SPLIT, NULL, -1, jbool(pt, "invert", 0), NULL, 0, 0, 0};
         for (int i = 0; b && i < 5; i++)
             if (!strcmp(b, names[i])) st.behavior = i;
         if (st.behavior < 0) return unsupported(c, "Split behavior", b);
-        int rc = compile_pattern(c, json_object_get(pt, "pattern"), &st.re, &st.src);
+        int rc = compile_pattern(c, json_object_get(pt, "pattern"), &st.re);
         return rc ? rc : push_step(j, st);
     }
     if (!strcmp(type, "ByteLevel")) {
         int rc = 0;
         if (jbool(pt, "add_prefix_space", 1)) {
-            struct step st = {STEP_PREFIX_SPACE, NULL, 0, 0, NULL, 0, 0, 0, NULL};
+            struct step st = {STEP_PREFIX_SPACE, NULL, 0, 0, NULL, 0, 0, 0};
             rc = push_step(j, st);
         }
         if (rc == 0 && jbool(pt, "use_regex", 1)) rc = split_step(j, c, gpt2_regex, SPLIT_ISOLATED, 0);
@@ -311,7 +303,7 @@ static int add_pre(struct lmoe_tok_json *j, struct jctx *c, const json_t *pt, in
     if (!strcmp(type, "Metaspace")) {
         const char *r = jstr(pt, "replacement");
         const char *scheme = jstr(pt, "prepend_scheme");
-        struct step st = {STEP_METASPACE, NULL, 0, 0, NULL, 0, 2, jbool(pt, "split", 1), NULL};
+        struct step st = {STEP_METASPACE, NULL, 0, 0, NULL, 0, 2, jbool(pt, "split", 1)};
         if (!r) r = META;
         if (scheme) {
             if (!strcmp(scheme, "never")) st.prepend = 0;
@@ -365,7 +357,6 @@ void lmoe_tok_json_free(struct lmoe_tok_json *j) {
     for (int i = 0; i < j->n_steps; i++) {
         pcre2_code_free(j->steps[i].re);
         free(j->steps[i].repl);
-        free(j->steps[i].src);
     }
     free(j->norms);
     free(j->steps);
@@ -559,170 +550,19 @@ static void read_config(struct lmoe_tokenizer *t, const json_t *cfg) {
     if (tmpl) t->json->chat_template = strdup(tmpl);
 }
 
-/* ---- the converter's special-token keys ------------------------------- */
-
-static const char *const role_names[LMOE_TOK_N_ROLES] = {"bos", "eos", "unk", "sep", "pad",
-                                                         "cls", "mask", "eot", "eom"};
-
-/* A token given as "text" or {"content": "text"}, or NULL. */
-static const char *token_text(const json_t *v) {
-    if (json_is_object(v)) v = json_object_get(v, "content");
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-static int same_text(const char *a, const char *b) { return a && b && !strcmp(a, b); }
-
-/* The post-processor's part in SpecialVocab: ByteLevel says "add nothing"
- * unless something else said otherwise, RobertaProcessing adds bos, eos and
- * sep, and a TemplateProcessing's single-sequence template names the
- * leading and trailing specials (which may rename bos and eos). txt holds
- * tokenizer_config.json's texts per role, updated in place. */
-static void gguf_post_processor(struct lmoe_tok_gguf_keys *k, const json_t *pp, const json_t *cfg,
-                                const char **txt) {
-    const json_t *list = json_object_get(pp, "processors");
-    size_t n = json_is_array(list) ? json_array_size(list) : 1;
-    for (size_t i = 0; i < n; i++) {
-        const json_t *proc = json_is_array(list) ? json_array_get(list, i) : pp;
-        const char *type = jstr(proc, "type");
-        if (!type) continue;
-        if (!strcmp(type, "ByteLevel")) {
-            if (k->add[LMOE_TOK_ROLE_BOS] < 0) k->add[LMOE_TOK_ROLE_BOS] = 0;
-            if (k->add[LMOE_TOK_ROLE_EOS] < 0) k->add[LMOE_TOK_ROLE_EOS] = 0;
-        } else if (!strcmp(type, "RobertaProcessing")) {
-            k->add[LMOE_TOK_ROLE_BOS] = k->add[LMOE_TOK_ROLE_EOS] = k->add[LMOE_TOK_ROLE_SEP] = 1;
-        } else if (!strcmp(type, "TemplateProcessing")) {
-            const json_t *single = json_object_get(proc, "single");
-            size_t ns = json_array_size(single);
-            if (ns < 2) continue;
-            const char *first = jstr(json_object_get(json_array_get(single, 0), "SpecialToken"), "id");
-            const char *last = jstr(json_object_get(json_array_get(single, ns - 1), "SpecialToken"), "id");
-            if (first && *first) {
-                if (!cfg) {
-                    txt[LMOE_TOK_ROLE_BOS] = first;
-                } else if (!same_text(first, txt[LMOE_TOK_ROLE_BOS]) && !same_text(first, txt[LMOE_TOK_ROLE_CLS])) {
-                    if (!txt[LMOE_TOK_ROLE_BOS]) txt[LMOE_TOK_ROLE_BOS] = first;
-                    if (!txt[LMOE_TOK_ROLE_CLS]) txt[LMOE_TOK_ROLE_CLS] = first;
-                }
-                k->add[LMOE_TOK_ROLE_BOS] =
-                    same_text(first, txt[LMOE_TOK_ROLE_BOS]) || same_text(first, txt[LMOE_TOK_ROLE_CLS]);
-            }
-            if (last && *last) {
-                if (!cfg) {
-                    txt[LMOE_TOK_ROLE_EOS] = last;
-                } else if (!same_text(last, txt[LMOE_TOK_ROLE_EOS])) {
-                    /* the old eos becomes eot (then eom) */
-                    if (!txt[LMOE_TOK_ROLE_EOT]) txt[LMOE_TOK_ROLE_EOT] = txt[LMOE_TOK_ROLE_EOS];
-                    else if (!txt[LMOE_TOK_ROLE_EOM]) txt[LMOE_TOK_ROLE_EOM] = txt[LMOE_TOK_ROLE_EOS];
-                    txt[LMOE_TOK_ROLE_EOS] = last;
-                }
-                k->add[LMOE_TOK_ROLE_EOS] = 1;
-            }
-        }
-    }
-}
-
-/* The first added token whose content is s, as SpecialVocab looks it up
- * (not the vocabulary); -1 if none. */
-static int32_t added_id(const json_t *added, const char *s) {
-    size_t i;
-    const json_t *v;
-    json_array_foreach(added, i, v) {
-        const json_t *id = json_object_get(v, "id");
-        if (same_text(jstr(v, "content"), s) && json_is_integer(id)) return (int32_t)json_integer_value(id);
-    }
-    return -1;
-}
-
-/* SpecialVocab's order: the post-processor, then tokenizer_config.json
- * (add_<role>_token where the post-processor was silent; the first added
- * token with each role's text), then config.json's <role>_token_id for
- * roles still unset. Without a tokenizer_config.json only the
- * post-processor's flags and config.json's ids are used, as there. */
-static void read_gguf_keys(struct lmoe_tok_gguf_keys *k, const json_t *root, const json_t *cfg,
-                           const json_t *model_cfg) {
-    const char *txt[LMOE_TOK_N_ROLES] = {0};
-    for (int r = 0; r < LMOE_TOK_N_ROLES; r++) {
-        k->id[r] = -1;
-        k->add[r] = -1;
-    }
-    for (int r = 0; cfg && r < LMOE_TOK_N_ROLES; r++) {
-        char key[32];
-        snprintf(key, sizeof key, "%s_token", role_names[r]);
-        txt[r] = token_text(json_object_get(cfg, key));
-        if (txt[r] && !*txt[r]) txt[r] = NULL;
-    }
-    if (cfg && !txt[LMOE_TOK_ROLE_BOS] && txt[LMOE_TOK_ROLE_CLS]) txt[LMOE_TOK_ROLE_BOS] = txt[LMOE_TOK_ROLE_CLS];
-    if (cfg && !txt[LMOE_TOK_ROLE_EOS] && txt[LMOE_TOK_ROLE_SEP]) txt[LMOE_TOK_ROLE_EOS] = txt[LMOE_TOK_ROLE_SEP];
-    const json_t *pp = json_object_get(root, "post_processor");
-    if (json_is_object(pp)) gguf_post_processor(k, pp, cfg, txt);
-    const json_t *added = json_object_get(root, "added_tokens");
-    for (int r = 0; cfg && r < LMOE_TOK_N_ROLES; r++) {
-        char key[32];
-        snprintf(key, sizeof key, "add_%s_token", role_names[r]);
-        const json_t *a = json_object_get(cfg, key);
-        if (json_is_boolean(a) && k->add[r] < 0) k->add[r] = json_is_true(a);
-        if (txt[r]) k->id[r] = added_id(added, txt[r]);
-    }
-    const json_t *text_cfg = json_object_get(model_cfg, "text_config");
-    for (int r = 0; model_cfg && r < LMOE_TOK_N_ROLES; r++) {
-        char key[32];
-        snprintf(key, sizeof key, "%s_token_id", role_names[r]);
-        const json_t *v = json_object_get(model_cfg, key);
-        if (!v) v = json_object_get(text_cfg, key);
-        if (k->id[r] < 0 && json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= INT32_MAX)
-            k->id[r] = (int32_t)json_integer_value(v);
-    }
-}
-
-const struct lmoe_tok_gguf_keys *lmoe_tok_json_gguf_keys(const struct lmoe_tokenizer *t) {
-    return t && t->json ? &t->json->gguf : NULL;
-}
-
-const char *lmoe_tok_json_pre_name(const struct lmoe_tokenizer *t) {
-    const struct lmoe_tok_json *j = t ? t->json : NULL;
-    if (!j || !j->byte_level || j->n_steps > LMOE_TOK_MAX_REGEX) return NULL;
-    const char *re[LMOE_TOK_MAX_REGEX];
-    /* llama.cpp runs Isolated regex splits only: any other step (a prefix
-     * space, an inverted or literal split) has no name there. */
-    for (int i = 0; i < j->n_steps; i++) {
-        const struct step *st = &j->steps[i];
-        if (st->kind != STEP_SPLIT || st->behavior != SPLIT_ISOLATED || st->invert || !st->src) return NULL;
-        re[i] = st->src;
-    }
-    return lmoe_tok_bpe_pre_name(re, j->n_steps);
-}
-
 /* path is tokenizer.json or a folder holding it; the config is its sibling. */
-static void sibling_paths(const char *path, char *json_path, char *dir_path, size_t n) {
+static void sibling_paths(const char *path, char *json_path, char *cfg_path, size_t n) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
         snprintf(json_path, n, "%s/tokenizer.json", path);
-        snprintf(dir_path, n, "%s", path);
+        snprintf(cfg_path, n, "%s/tokenizer_config.json", path);
         return;
     }
     snprintf(json_path, n, "%s", path);
     const char *slash = strrchr(path, '/');
     int dir = slash ? (int)(slash - path) : 0;
-    if (slash) snprintf(dir_path, n, "%.*s", dir, path);
-    else snprintf(dir_path, n, ".");
-}
-
-/* A whole small text file (chat_template.jinja), malloc'd; NULL if absent. */
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *b = NULL;
-    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (n >= 0 && n < (64L << 20) && fseek(f, 0, SEEK_SET) == 0 && (b = malloc((size_t)n + 1))) {
-        if (fread(b, 1, (size_t)n, f) != (size_t)n) {
-            free(b);
-            b = NULL;
-        } else {
-            b[n] = 0;
-        }
-    }
-    fclose(f);
-    return b;
+    if (slash) snprintf(cfg_path, n, "%.*s/tokenizer_config.json", dir, path);
+    else snprintf(cfg_path, n, "tokenizer_config.json");
 }
 
 static json_t *read_json(const char *path, char *err, size_t errlen, int *rc) {
@@ -744,10 +584,10 @@ static json_t *read_json(const char *path, char *err, size_t errlen, int *rc) {
 
 int lmoe_tokenizer_open_json(struct lmoe_tokenizer **out, const char *path, char *err, size_t errlen) {
     *out = NULL;
-    char json_path[4096], dir_path[4096], cfg_path[4200];
-    sibling_paths(path, json_path, dir_path, sizeof json_path);
+    char json_path[4096], cfg_path[4096];
+    sibling_paths(path, json_path, cfg_path, sizeof json_path);
     int rc;
-    json_t *root = read_json(json_path, err, errlen, &rc), *cfg = NULL, *model_cfg = NULL;
+    json_t *root = read_json(json_path, err, errlen, &rc), *cfg = NULL;
     if (!root) return rc;
     struct jctx c = {json_path, err, errlen};
     struct lmoe_tokenizer *t = calloc(1, sizeof(*t));
@@ -801,20 +641,11 @@ int lmoe_tokenizer_open_json(struct lmoe_tokenizer **out, const char *path, char
 
     read_post_processor(t, json_object_get(root, "post_processor"), 0);
     int crc = 0;
-    snprintf(cfg_path, sizeof cfg_path, "%s/tokenizer_config.json", dir_path);
     cfg = read_json(cfg_path, NULL, 0, &crc);
     if (cfg) read_config(t, cfg);
-    if (!j->chat_template) { /* newer folders keep the template beside the config */
-        snprintf(cfg_path, sizeof cfg_path, "%s/chat_template.jinja", dir_path);
-        j->chat_template = read_text(cfg_path);
-    }
-    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir_path);
-    model_cfg = read_json(cfg_path, NULL, 0, &crc);
-    read_gguf_keys(&j->gguf, root, cfg, model_cfg);
     lmoe_tok_guess_eot(t);
     json_decref(root);
     json_decref(cfg);
-    json_decref(model_cfg);
     *out = t;
     return 0;
 fail:

@@ -1,34 +1,44 @@
 #!/usr/bin/env python3
-"""Check that llama.cpp reads the vocabulary `leanmoe convert` writes.
+"""Check `leanmoe convert` output with llama.cpp itself: tokenization and generation.
 
-For each tokenizer in ../shared/data/tokenizers that has expected ids
-(DeepSeek-V3; Qwen3, whose base vocabulary is Qwen2's, so llama.cpp's own
-ggml-vocab-qwen2.gguf.out applies), this script:
+For each case below, a tiny checkpoint folder is assembled from one of the
+committed test checkpoints (tests/golden/hf/<base>: config.json + sharded
+safetensors) and a real tokenizer (tokenizer.json, tokenizer_config.json):
+the token embedding (and lm_head, when the base has one) is replaced by
+random F16 rows of the tokenizer's vocabulary size and config.json's
+vocab_size is set to match; every other tensor is kept as it is. Then:
 
-1. stages a tiny Hugging Face checkpoint folder: the tokenizer.json and
-   tokenizer_config.json as they are, a config.json for a one-layer
-   Qwen3ForCausalLM (hidden size 16) whose vocab_size covers the tokenizer,
-   and a model.safetensors of random F16 weights (seeded, so the folder is
-   the same on every run). The architecture carries no vocabulary of its
-   own: llama.cpp's converter writes the vocabulary of either tokenizer the
-   same way (_set_vocab_gpt2) whatever the model;
-2. converts it with `build/leanmoe convert DIR OUT.gguf`;
-3. starts llama-server on the file and sends every test string to POST
-   /tokenize (add_special false, as the expected ids were made), comparing
-   the ids exactly, and checks that /detokenize gives the string back;
-4. runs llama-cli for one single-turn chat (the file's chat template, greedy,
-   8 tokens) and checks that it loads the file and generates.
+  1. `leanmoe convert DIR OUT.gguf --type T` (default q8_0);
+  2. llama-server loads OUT.gguf, and POST /tokenize (add_special false,
+     parse_special true) must give exactly the expected ids for every test
+     string of the case (the .inp/.out pairs below);
+  3. llama-server's POST /completion generates 8 tokens, and llama-cli
+     (-st, one turn) loads the file and generates; both must succeed.
 
-It prints one line per tokenizer and exits nonzero on any mismatch.
-Needs only the Python standard library and llama.cpp's tools. Run from the
-repository root after `make`:
-    python3 tools/check_convert_llamacpp.py [--llama-bin DIR] [--shared DIR] [--keep DIR]
+Cases (expected ids made by HF tokenizers or llama.cpp, see their READMEs):
+  deepseek-v3  tests/golden/hf/ds3-f32 (DeepseekV3ForCausalLM, MLA) with
+               ../shared/data/tokenizers/deepseek-v3 (vocab 129280 as the
+               published config; ids past the tokenizer become [PAD<i>]);
+               ids: deepseek-v3.inp/.out beside the tokenizer
+  qwen3        tests/golden/hf/qwen3moe-f32 (Qwen3MoeForCausalLM) with
+               ../shared/data/tokenizers/qwen3 (vocab 151936); ids:
+               llama.cpp's ggml-vocab-qwen2.gguf.inp with
+               tests/golden/tokenizer/qwen3.out
+  llama-spm    tests/golden/hf/llama-f32 (LlamaForCausalLM) with the
+               SentencePiece-style tests/golden/tokenizer/spm-legacy
+               tokenizer.json (byte fallback, 543 tokens); ids: its cases.*
+
+Nothing here is needed by `make test`; it needs only Python 3, numpy and a
+llama.cpp build (llama-server, llama-cli). Run from the repository root:
+
+    python3 tools/check_convert_llamacpp.py [--llama-bin DIR] [--type q4_k_m]
+
+It prints one line per case and exits non-zero if any id or run differs.
 """
 
 import argparse
 import json
 import os
-import random
 import shutil
 import socket
 import struct
@@ -38,170 +48,189 @@ import tempfile
 import time
 import urllib.request
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
-DEFAULT_BIN = "/work/ext/llama.cpp-build/bin"
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+GOLDEN = os.path.join(ROOT, "tests", "golden")
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
-HIDDEN, HEADS, KV_HEADS, HEAD_DIM, FFN = 16, 2, 1, 8, 32
-
-# name, tokenizer folder, .inp, .out (relative to shared), config vocab_size
 CASES = [
-    ("deepseek-v3", "tokenizers/deepseek-v3", "tokenizers/deepseek-v3/deepseek-v3.inp",
-     "tokenizers/deepseek-v3/deepseek-v3.out", 129280),
-    ("qwen3", "tokenizers/qwen3", "tokenizers/llama.cpp/ggml-vocab-qwen2.gguf.inp",
-     "tokenizers/llama.cpp/ggml-vocab-qwen2.gguf.out", 151936),
+    # name, base checkpoint, tokenizer folder, vocab size, .inp, .out
+    ("deepseek-v3", "ds3-f32", os.path.join(SHARED, "tokenizers", "deepseek-v3"), 129280,
+     os.path.join(SHARED, "tokenizers", "deepseek-v3", "deepseek-v3.inp"),
+     os.path.join(SHARED, "tokenizers", "deepseek-v3", "deepseek-v3.out")),
+    ("qwen3", "qwen3moe-f32", os.path.join(SHARED, "tokenizers", "qwen3"), 151936,
+     os.path.join(SHARED, "tokenizers", "llama.cpp", "ggml-vocab-qwen2.gguf.inp"),
+     os.path.join(GOLDEN, "tokenizer", "qwen3.out")),
+    ("llama-spm", "llama-f32", os.path.join(GOLDEN, "tokenizer", "spm-legacy"), 543,
+     os.path.join(GOLDEN, "tokenizer", "spm-legacy", "cases.inp"),
+     os.path.join(GOLDEN, "tokenizer", "spm-legacy", "cases.out")),
 ]
 
+ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64, "I32": np.int32,
+             "F8_E4M3": np.uint8, "U8": np.uint8}
 
-def f16_bytes(values):
-    return struct.pack("<%de" % len(values), *values)
+
+def read_safetensors(path):
+    """{name: (dtype string, shape, raw bytes)} in file order."""
+    with open(path, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(n))
+        data = fh.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        out[name] = (info["dtype"], info["shape"], data[a:b])
+    return out
 
 
 def write_safetensors(path, tensors):
-    """tensors: list of (name, shape, F16 bytes), written in that order."""
-    header, offset = {}, 0
-    for name, shape, data in tensors:
-        header[name] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
+    header, blobs, off = {}, [], 0
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
     with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(raw)))
-        fh.write(raw)
-        for _, _, data in tensors:
-            fh.write(data)
+        fh.write(struct.pack("<Q", len(h)))
+        fh.write(h)
+        for b in blobs:
+            fh.write(b)
 
 
-def stage_folder(dst, tokenizer_dir, vocab_size):
-    rng = random.Random(7)
-
-    def mat(rows, cols, std=0.05):
-        return f16_bytes([rng.gauss(0.0, std) for _ in range(rows * cols)])
-
-    def ones(n):
-        return f16_bytes([1.0] * n)
-
-    L = "model.layers.0."
-    tensors = [
-        ("model.embed_tokens.weight", [vocab_size, HIDDEN], mat(vocab_size, HIDDEN)),
-        (L + "input_layernorm.weight", [HIDDEN], ones(HIDDEN)),
-        (L + "self_attn.q_proj.weight", [HEADS * HEAD_DIM, HIDDEN], mat(HEADS * HEAD_DIM, HIDDEN)),
-        (L + "self_attn.k_proj.weight", [KV_HEADS * HEAD_DIM, HIDDEN], mat(KV_HEADS * HEAD_DIM, HIDDEN)),
-        (L + "self_attn.v_proj.weight", [KV_HEADS * HEAD_DIM, HIDDEN], mat(KV_HEADS * HEAD_DIM, HIDDEN)),
-        (L + "self_attn.o_proj.weight", [HIDDEN, HEADS * HEAD_DIM], mat(HIDDEN, HEADS * HEAD_DIM)),
-        (L + "self_attn.q_norm.weight", [HEAD_DIM], ones(HEAD_DIM)),
-        (L + "self_attn.k_norm.weight", [HEAD_DIM], ones(HEAD_DIM)),
-        (L + "post_attention_layernorm.weight", [HIDDEN], ones(HIDDEN)),
-        (L + "mlp.gate_proj.weight", [FFN, HIDDEN], mat(FFN, HIDDEN)),
-        (L + "mlp.up_proj.weight", [FFN, HIDDEN], mat(FFN, HIDDEN)),
-        (L + "mlp.down_proj.weight", [HIDDEN, FFN], mat(HIDDEN, FFN)),
-        ("model.norm.weight", [HIDDEN], ones(HIDDEN)),
-    ]
-    os.makedirs(dst, exist_ok=True)
-    write_safetensors(os.path.join(dst, "model.safetensors"), tensors)
-    config = {
-        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": HIDDEN,
-        "intermediate_size": FFN, "num_hidden_layers": 1, "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM, "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": True,
-        "torch_dtype": "float16", "vocab_size": vocab_size, "hidden_act": "silu",
-    }
+def make_folder(dst, base, tok_dir, vocab, seed):
+    """The base checkpoint with its embedding rows resized to `vocab`."""
+    src = os.path.join(GOLDEN, "hf", base)
+    os.makedirs(dst)
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(src, "config.json")) as fh:
+        config = json.load(fh)
+    config["vocab_size"] = vocab
     with open(os.path.join(dst, "config.json"), "w") as fh:
         json.dump(config, fh, indent=1)
+    for f in sorted(os.listdir(src)):
+        if f.endswith(".safetensors"):
+            t = read_safetensors(os.path.join(src, f))
+            for name in ("model.embed_tokens.weight", "lm_head.weight"):
+                if name in t:
+                    hidden = t[name][1][1]
+                    rows = (rng.standard_normal((vocab, hidden)) * 0.05).astype(np.float16)
+                    t[name] = ("F16", [vocab, hidden], rows.tobytes())
+            write_safetensors(os.path.join(dst, f), t)
+        elif f == "model.safetensors.index.json":
+            shutil.copy(os.path.join(src, f), dst)
     for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(tokenizer_dir, f), dst)
+        if os.path.exists(os.path.join(tok_dir, f)):
+            shutil.copy(os.path.join(tok_dir, f), dst)
 
 
 def read_cases(inp, out):
     with open(inp, encoding="utf-8", newline="") as fh:
-        texts = fh.read().split(SEPARATOR)
-    if texts and texts[-1] == "":
-        texts.pop()
+        cases = fh.read().split(SEPARATOR)
+    if cases and cases[-1] == "":
+        cases.pop()
     with open(out, encoding="utf-8") as fh:
-        ids = [[int(x) for x in line.split()] for line in fh.read().split("\n")]
-    return texts, ids[: len(texts)]
+        want = [[int(x) for x in line.split()] for line in fh.read().split("\n")]
+    return cases, want[: len(cases)]
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def post(port, path, body):
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        return json.load(r)
+        return json.loads(r.read())
 
 
-def check_server(bin_dir, gguf, texts, expected):
+def with_server(bin_dir, gguf, fn):
     port = free_port()
     log = open(gguf + ".server.log", "w")
-    srv = subprocess.Popen([os.path.join(bin_dir, "llama-server"), "-m", gguf, "--port", str(port),
-                            "-c", "512", "-t", "2", "--host", "127.0.0.1"], stdout=log, stderr=log)
+    p = subprocess.Popen([os.path.join(bin_dir, "llama-server"), "-m", gguf, "--host", "127.0.0.1", "--port",
+                          str(port), "-c", "256", "-t", "2", "-np", "1"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(600):
+        for _ in range(300):
+            if p.poll() is not None:
+                raise RuntimeError(f"llama-server exited {p.returncode}; see {gguf}.server.log")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     if r.status == 200:
                         break
-            except OSError:
-                pass
-            if srv.poll() is not None:
-                raise RuntimeError(f"llama-server exited {srv.returncode}; see {gguf}.server.log")
-            time.sleep(0.2)
-        same = roundtrip = 0
-        for i, (text, want) in enumerate(zip(texts, expected)):
-            got = post(port, "/tokenize", {"content": text, "add_special": False})["tokens"]
-            if got == want:
-                same += 1
-            else:
-                print(f"  case {i} {text!r}: llama.cpp {got} expected {want}")
-            back = post(port, "/detokenize", {"tokens": got})["content"]
-            roundtrip += back == text
-        return same, roundtrip
+            except Exception:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("llama-server did not become healthy")
+        return fn(port)
     finally:
-        srv.terminate()
-        srv.wait()
+        p.terminate()
+        p.wait(timeout=30)
         log.close()
-
-
-def check_cli(bin_dir, gguf):
-    cmd = [os.path.join(bin_dir, "llama-cli"), "-m", gguf, "-p", "Hello", "-n", "8", "-st",
-           "--temp", "0", "-t", "2", "-c", "256"]
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
-    return r.returncode == 0, r.stdout + r.stderr
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--llama-bin", default=DEFAULT_BIN)
-    ap.add_argument("--shared", default=DEFAULT_SHARED)
     ap.add_argument("--leanmoe", default=os.path.join(ROOT, "build", "leanmoe"))
-    ap.add_argument("--keep", help="stage folders and GGUFs here and keep them")
+    ap.add_argument("--llama-bin", default="/work/ext/llama.cpp-build/bin", help="llama.cpp's bin folder")
+    ap.add_argument("--type", default="q8_0", help="leanmoe convert --type")
+    ap.add_argument("--keep", help="keep the folders and files here instead of a temporary directory")
     args = ap.parse_args()
     top = args.keep or tempfile.mkdtemp(prefix="lmoe_convert_check_")
     failed = 0
-    for name, tok, inp, out, vocab_size in CASES:
-        folder = os.path.join(top, name)
-        gguf = os.path.join(top, name + ".gguf")
-        stage_folder(folder, os.path.join(args.shared, tok), vocab_size)
-        subprocess.run([args.leanmoe, "convert", folder, gguf], check=True)
-        texts, expected = read_cases(os.path.join(args.shared, inp), os.path.join(args.shared, out))
-        same, roundtrip = check_server(args.llama_bin, gguf, texts, expected)
-        ok_cli, cli_out = check_cli(args.llama_bin, gguf)
-        print(f"{name}: llama-server /tokenize {same}/{len(texts)} cases exact, /detokenize "
-              f"{roundtrip}/{len(texts)} round trips, llama-cli generation {'ok' if ok_cli else 'FAILED'}")
-        if not ok_cli:
-            print(cli_out[-2000:])
-        failed += (same != len(texts)) + (not ok_cli)
-    if not args.keep:
-        shutil.rmtree(top)
-    sys.exit(1 if failed else 0)
+    try:
+        for i, (name, base, tok_dir, vocab, inp, out) in enumerate(CASES):
+            folder = os.path.join(top, name)
+            if os.path.exists(folder):
+                shutil.rmtree(folder)
+            make_folder(folder, base, tok_dir, vocab, seed=1000 + i)
+            gguf = os.path.join(top, f"{name}-{args.type}.gguf")
+            r = subprocess.run([args.leanmoe, "convert", folder, gguf, "--type", args.type], capture_output=True,
+                               text=True)
+            if r.returncode:
+                print(f"{name}: convert failed: {r.stderr.strip()}")
+                failed += 1
+                continue
+            cases, want = read_cases(inp, out)
+
+            def check(port):
+                good, bad = 0, []
+                for k, (text, ids) in enumerate(zip(cases, want)):
+                    got = post(port, "/tokenize", {"content": text, "add_special": False,
+                                                   "parse_special": True})["tokens"]
+                    if got == ids:
+                        good += 1
+                    else:
+                        bad.append(k)
+                gen = post(port, "/completion", {"prompt": "Hello", "n_predict": 8, "temperature": 0})
+                return good, bad, gen.get("tokens_predicted", 0)
+
+            good, bad, n_gen = with_server(args.llama_bin, gguf, check)
+            cli = subprocess.run([os.path.join(args.llama_bin, "llama-cli"), "-m", gguf, "-p", "Hello", "-n", "8",
+                                  "--temp", "0", "-t", "2", "-c", "256", "-st"], stdin=subprocess.DEVNULL,
+                                 capture_output=True, text=True, timeout=300)
+            cli_ok = cli.returncode == 0 and "Generation:" in cli.stdout + cli.stderr
+            ok = not bad and n_gen == 8 and cli_ok
+            failed += not ok
+            print(f"{name}: llama.cpp tokenizes {good}/{len(cases)} test strings to the expected ids"
+                  f"{' (differ: cases ' + str(bad) + ')' if bad else ''}; llama-server generated {n_gen}/8"
+                  f" tokens; llama-cli {'generated' if cli_ok else 'FAILED (exit %d)' % cli.returncode}"
+                  f" [{args.type}, {os.path.getsize(gguf)} bytes]")
+    finally:
+        if not args.keep:
+            shutil.rmtree(top, ignore_errors=True)
+    print("all cases pass" if not failed else f"{failed} case(s) FAILED")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
