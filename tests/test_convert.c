@@ -13,9 +13,9 @@
  *     (build/vocab/<name>.gguf, from tools/make_vocab_goldens.py);
  *   - the pre-tokenizer is named from its regexes (gpt-2, llama-bpe on
  *     small tokenizer.json files), and a folder that cannot get a vocabulary
- *     says so in one line: a tokenizer larger than the embedding is an
- *     error, an unnamed pre-tokenizer a warning and tokenizer.ggml.model
- *     "none".
+ *     is refused in one line, as llama.cpp's converter refuses it: a
+ *     pre-tokenizer llama.cpp has no name for, more tokens than embedding
+ *     rows.
  * tools/check_convert_llamacpp.py runs the same folders through llama.cpp.
  */
 #include <stdint.h>
@@ -30,7 +30,6 @@
 #include "leanmoe.h"
 #include "test.h"
 #include "tokenizer.h"
-#include "tokenizer_impl.h"
 
 #define VOCAB_TESTS LMOE_SHARED_DIR "/tokenizers/llama.cpp/"
 #define SEPARATOR "\n__ggml_vocab_test__\n"
@@ -270,70 +269,78 @@ static const char *small_tokenizer(const char *pre_tokenizer, char *buf, size_t 
     return buf;
 }
 
-/* The pre-tokenizer name from regexes alone, and the two ways a folder
- * gets no vocabulary. */
+/* Status and stderr of converting a folder around a small tokenizer.json
+ * with the given pre-tokenizer and embedding rows; *g gets the file (or
+ * NULL) and gguf its path. */
+static int convert_small(const char *dir, const char *gguf, const char *pre_tokenizer, int n_vocab,
+                         struct gguf_file **g, char *err, size_t errlen) {
+    char json[4096];
+    *g = NULL;
+    make_folder(dir, n_vocab, NULL, small_tokenizer(pre_tokenizer, json, sizeof json));
+    remove(gguf);
+    int rc = convert(dir, gguf, err, errlen);
+    char gerr[512];
+    if (rc == 0 && gguf_open(g, gguf, gerr, sizeof gerr)) CHECKF(0, "cannot open %s: %s", gguf, gerr);
+    return rc;
+}
+
+/* Llama 3's pre-tokenizer as its tokenizer.json has it, with the Split's
+ * behavior given. */
+#define LLAMA3_SPLIT(behavior)                                                                                  \
+    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"                       \
+    "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}"            \
+    "\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"" behavior "\","     \
+    "\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}"
+
+/* The pre-tokenizer is named from its regexes alone; one llama.cpp has no
+ * name for, or more tokens than embedding rows, is a one-line error and no
+ * file (as llama.cpp's converter refuses both). */
 static void check_names_and_failures(void) {
     static const struct {
-        const char *pre_tokenizer, *name;
+        const char *pre_tokenizer, *name; /* NULL: no name, an error */
     } cases[] = {
         {"{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}", "gpt-2"},
-        {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
-         "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}"
-         "\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\","
-         "\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}",
-         "llama-bpe"},
-        /* a prefix space: llama.cpp has no such step, so no name */
+        {LLAMA3_SPLIT("Isolated"), "llama-bpe"},
+        /* the same regex, but its matches removed: not what llama.cpp does */
+        {LLAMA3_SPLIT("Removed"), NULL},
+        /* a prefix space: llama.cpp's gpt-2 has none, so the ids would differ */
         {"{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":true}", NULL},
         {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\p{L}+\"},"
          "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
          "\"use_regex\":false}]}",
          NULL},
     };
-    char dir[512], json[4096], path[600], err[2048];
+    char dir[512], gguf[600], err[2048];
     snprintf(dir, sizeof dir, "%s/convert_small_%d", LMOE_BUILD_DIR, (int)getpid());
-    mkdir(dir, 0755);
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        write_text(path, small_tokenizer(cases[i].pre_tokenizer, json, sizeof json));
-        struct lmoe_tokenizer *t = NULL;
-        CHECKF(lmoe_tokenizer_open_json(&t, path, err, sizeof err) == 0, "small %zu: %s", i, err);
-        const char *name = lmoe_tok_json_pre_name(t);
-        CHECKF(cases[i].name ? name && !strcmp(name, cases[i].name) : name == NULL, "small %zu: pre '%s'", i,
-               name ? name : "(none)");
-        lmoe_tokenizer_close(t);
-    }
-    remove(path);
-    rmdir(dir);
-
-    /* An unnamed pre-tokenizer: a warning, and a file without vocabulary. */
-    char gguf[600];
     snprintf(gguf, sizeof gguf, "%s.gguf", dir);
-    make_folder(dir, 64, NULL, small_tokenizer(cases[3].pre_tokenizer, json, sizeof json));
-    int rc = convert(dir, gguf, err, sizeof err);
-    CHECKF(rc == 0 && strstr(err, "warning") && strstr(err, "no vocabulary"), "unnamed pre: exit %d: %s", rc, err);
-    struct gguf_file *g = NULL;
-    if (rc == 0 && gguf_open(&g, gguf, err, sizeof err) == 0) {
-        const struct gguf_kv *kv = gguf_find_kv(g, "tokenizer.ggml.model");
-        CHECK(kv && kv->type == GGUF_TYPE_STRING && kv->v.str.len == 4 && !memcmp(kv->v.str.ptr, "none", 4));
-        CHECK(gguf_find_kv(g, "tokenizer.ggml.tokens") == NULL);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct gguf_file *g;
+        int rc = convert_small(dir, gguf, cases[i].pre_tokenizer, 64, &g, err, sizeof err);
+        if (cases[i].name) {
+            const struct gguf_kv *kv = g ? gguf_find_kv(g, "tokenizer.ggml.pre") : NULL;
+            CHECKF(rc == 0 && kv && kv->type == GGUF_TYPE_STRING && kv->v.str.len == strlen(cases[i].name) &&
+                       !memcmp(kv->v.str.ptr, cases[i].name, kv->v.str.len),
+                   "small %zu: exit %d, pre '%.*s', expected %s: %s", i, rc, kv ? (int)kv->v.str.len : 0,
+                   kv ? kv->v.str.ptr : "", cases[i].name, err);
+        } else {
+            CHECKF(rc != 0 && strstr(err, "pre-tokenizer") && strchr(err, '\n') == err + strlen(err) - 1,
+                   "small %zu: exit %d: %s", i, rc, err);
+            CHECK(access(gguf, F_OK) != 0);
+        }
+        gguf_close(g);
     }
-    gguf_close(g);
-    remove(gguf);
 
-    /* More tokens than embedding rows: an error, one line, no file. */
-    make_folder(dir, 4, NULL, small_tokenizer(cases[0].pre_tokenizer, json, sizeof json));
-    rc = convert(dir, gguf, err, sizeof err);
-    CHECKF(rc != 0 && strstr(err, "7 tokens") && strchr(err, '\n') == err + strlen(err) - 1, "too many tokens: %d %s",
-           rc, err);
+    /* More tokens than embedding rows. */
+    struct gguf_file *g;
+    int rc = convert_small(dir, gguf, cases[0].pre_tokenizer, 4, &g, err, sizeof err);
+    CHECKF(rc != 0 && strchr(err, '\n') == err + strlen(err) - 1, "too many tokens: exit %d: %s", rc, err);
     CHECK(access(gguf, F_OK) != 0);
+    gguf_close(g);
 
     /* A small one that fits: padded to the rows, the special token CONTROL. */
-    make_folder(dir, 64, NULL, small_tokenizer(cases[0].pre_tokenizer, json, sizeof json));
-    rc = convert(dir, gguf, err, sizeof err);
-    CHECKF(rc == 0, "small: exit %d: %s", rc, err);
+    rc = convert_small(dir, gguf, cases[0].pre_tokenizer, 64, &g, err, sizeof err);
     struct lmoe_tokenizer *t = NULL;
-    g = NULL;
-    if (rc == 0 && gguf_open(&g, gguf, err, sizeof err) == 0 && lmoe_tokenizer_open(&t, g, err, sizeof err) == 0) {
+    if (rc == 0 && g && lmoe_tokenizer_open(&t, g, err, sizeof err) == 0) {
         CHECK(lmoe_tokenizer_n_vocab(t) == 64 && !strcmp(lmoe_tokenizer_pre(t), "gpt-2"));
         CHECK(lmoe_tokenizer_token_type(t, 6) == LMOE_TOKEN_TYPE_CONTROL);
         CHECK(lmoe_tokenizer_token_type(t, 63) == LMOE_TOKEN_TYPE_UNUSED);
@@ -346,7 +353,7 @@ static void check_names_and_failures(void) {
               !memcmp(ids, want, sizeof want));
         free(ids);
     } else {
-        CHECKF(0, "small: %s", err);
+        CHECKF(0, "small: exit %d: %s", rc, err);
     }
     lmoe_tokenizer_close(t);
     gguf_close(g);

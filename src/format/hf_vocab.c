@@ -101,7 +101,11 @@ static void pre_collect(struct pre_info *p, const json_t *pt, int depth) {
         json_array_foreach(json_object_get(pt, "pretokenizers"), i, it) pre_collect(p, it, depth + 1);
     } else if (!strcmp(type, "Split")) {
         const char *re = json_string_value(json_object_get(json_object_get(pt, "pattern"), "Regex"));
-        if (!re || p->n_split == MAX_SPLITS) {
+        const char *behavior = json_string_value(json_object_get(pt, "behavior"));
+        /* llama.cpp's regexes isolate their matches; another behavior, or an
+         * inverted split, cuts the text differently under the same regex. */
+        if (!re || p->n_split == MAX_SPLITS || !behavior || strcmp(behavior, "Isolated") ||
+            json_is_true(json_object_get(pt, "invert"))) {
             p->other = 1;
             return;
         }
@@ -124,6 +128,9 @@ static void pre_collect(struct pre_info *p, const json_t *pt, int depth) {
         const json_t *ur = json_object_get(pt, "use_regex");
         p->byte_level = 1;
         p->bl_regex = !json_is_false(ur); /* tokenizers' default is true */
+        /* A prefix space (also on by default) is no step of llama.cpp's
+         * pre-tokenizers: " " + text would be split where llama.cpp has none. */
+        if (!json_is_false(json_object_get(pt, "add_prefix_space"))) p->other = 1;
     } else if (!strcmp(type, "Digits")) {
         p->digits = 1;
     } else {
