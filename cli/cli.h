@@ -31,6 +31,7 @@ struct args {
     /* quantize: IN is text (the first positional), pos[] the ones after it */
     const char *pos[2];
     int n_pos, quant_pure;
+    int vocab_only; /* convert: --vocab-only */
 };
 
 /* Parses argv[2..]; prints one line and returns -1 on a bad option. */

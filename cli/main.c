@@ -41,8 +41,9 @@ static void usage(FILE *f) {
             "  quantize IN.gguf OUT.gguf TYPE [--pure] [-t N]   F32/F16/BF16 weights quantized per tensor as\n"
             "           llama-quantize chooses; TYPE: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L\n"
             "           Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K F16 BF16 F32, or Q3_K Q4_K Q5_K (one type everywhere)\n"
-            "  convert  DIR OUT.gguf [--type T]      a Hugging Face folder (safetensors, FP8 too) as GGUF for\n"
-            "           llama.cpp; T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k..q6_k (default: the folder's)\n"
+            "  convert  DIR OUT.gguf [--type T] [--vocab-only]   a Hugging Face folder (safetensors, FP8 too,\n"
+            "           tokenizer.json) as GGUF for llama.cpp; T: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
+            "           q2_k..q6_k (one type), q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m (mixes)\n"
             "\n"
             "options:\n"
             "  -m, --model FILE      GGUF model file, or a Hugging Face folder (config.json + *.safetensors)\n"
@@ -162,6 +163,7 @@ int cli_parse_args(int argc, char **argv, struct args *a) {
             else if (!strcmp(s, "--ignore-eos")) a->ignore_eos = 1;
             else if (!strcmp(s, "--save-logits")) a->save_logits = 1;
             else if (!strcmp(s, "--pure")) a->quant_pure = 1;
+            else if (!strcmp(s, "--vocab-only")) a->vocab_only = 1;
             else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
                 usage(stdout);
                 exit(0);

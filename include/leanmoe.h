@@ -279,6 +279,55 @@ int32_t lmoe_sampler_sample(lmoe_sampler *s, float *logits);
 void lmoe_sampler_accept(lmoe_sampler *s, int32_t token);
 void lmoe_sampler_reset(lmoe_sampler *s);
 
+/* ---- Converting checkpoints -------------------------------------------- */
+
+/*
+ * lmoe_convert writes a Hugging Face checkpoint folder (config.json, one or
+ * many *.safetensors, tokenizer.json, tokenizer_config.json) as one GGUF
+ * file with the tensor names, layout, metadata and vocabulary llama.cpp's
+ * convert_hf_to_gguf.py writes, so llama.cpp loads it as it loads its own:
+ *
+ *   struct lmoe_convert_options o = {.type = "q4_k_m"};
+ *   struct lmoe_convert_report r;
+ *   if (lmoe_convert("DeepSeek-V2-Lite", "v2lite-q4_k_m.gguf", &o, &r, err, sizeof err))
+ *       fprintf(stderr, "%s\n", err);
+ *
+ * Weights are streamed (converted row by row while the file is written), so
+ * memory stays small whatever the model's size; the file is written under a
+ * temporary name and renamed at the end.
+ */
+struct lmoe_convert_options {
+    /* Tensor type. Pure types, one for every matrix as the converter's
+     * --outtype: "f32" "f16" "bf16" "q8_0" "q4_0" "q4_1" "q5_0" "q5_1"
+     * "q2_k" "q3_k" "q4_k" "q5_k" "q6_k" (vectors, norms and the router stay
+     * F32; rows a block does not divide fall back to F16). llama-quantize
+     * mixes, per tensor as `leanmoe quantize` chooses: "q3_k_s" "q3_k_m"
+     * "q3_k_l" "q4_k_s" "q4_k_m" "q5_k_s" "q5_k_m". Any case. NULL: bf16
+     * for bf16 or fp8 checkpoints, f16 for f16 ones, else f32. */
+    const char *type;
+    /* 1: metadata and vocabulary only, no tensors (config.json and
+     * tokenizer.json suffice), as the converter's --vocab-only. */
+    int vocab_only;
+};
+
+/* What was written. type is static. */
+struct lmoe_convert_report {
+    int n_tensors;       /* tensors in the file */
+    int64_t n_tokens;    /* vocabulary entries; 0 when the folder has no tokenizer.json */
+    uint64_t file_bytes; /* size of the file */
+    const char *type;    /* the type's name, e.g. "q8_0", "Q4_K_M" */
+};
+
+/* Converts folder dir into out_path. opt and report may be NULL. Errors:
+ * LMOE_ERR_ARG (not a folder, unknown type), LMOE_ERR_IO, LMOE_ERR_FORMAT
+ * (a config or tensor that disagrees), LMOE_ERR_UNSUPPORTED (an
+ * architecture or tokenizer the converter has no form for), LMOE_ERR_NOMEM;
+ * err gets one line and no file is left at out_path. A folder without
+ * tokenizer.json gives a file without vocabulary (tokenizer.ggml.model
+ * "none"), which llama.cpp loads but cannot tokenize with. */
+int lmoe_convert(const char *dir, const char *out_path, const struct lmoe_convert_options *opt,
+                 struct lmoe_convert_report *report, char *err, size_t errlen);
+
 /* ---- Measurement ------------------------------------------------------- */
 
 /* Memory read bandwidth in GB/s (1e9 bytes/s) with n_threads threads

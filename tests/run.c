@@ -26,6 +26,7 @@ void test_jinja(void);
 void test_quantize(void);
 void test_server(void);
 void test_hf(void);
+void test_convert(void);
 void test_kvpool(void);
 
 static const struct {
@@ -46,6 +47,7 @@ static const struct {
     {"quantize", test_quantize}, /* quantizers vs gguf-py and ggml; quantize, perplexity */
     {"server", test_server},   /* leanmoe serve, black-box over HTTP */
     {"hf", test_hf},           /* safetensors folders, FP8, convert, hostile headers */
+    {"convert", test_convert}, /* the vocabulary convert writes, against llama.cpp's */
 };
 
 void *test_read_file(const char *path, size_t *size) {

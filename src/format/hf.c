@@ -890,7 +890,8 @@ static int sort_names(struct hf_model *m) {
 
 /* ---- Open and close ---------------------------------------------------- */
 
-int hf_model_open(struct hf_model **out, const char *dir, char *err, size_t errlen) {
+/* Both opens: with_tensors 0 stops after the metadata (no shards read). */
+static int open_folder(struct hf_model **out, const char *dir, int with_tensors, char *err, size_t errlen) {
     *out = NULL;
     struct hf_model *m = calloc(1, sizeof(*m));
     if (!m) return lmoe_errf(err, errlen, LMOE_ERR_NOMEM, "%s: out of memory", dir);
@@ -930,10 +931,10 @@ int hf_model_open(struct hf_model **out, const char *dir, char *err, size_t errl
     }
     if (!rc) rc = set_common(m);
     if (!rc) rc = m->arch == HF_DEEPSEEK2 ? set_deepseek2(m) : set_gqa_extras(m);
-    if (!rc) rc = open_shards(m);
-    if (!rc) rc = index_tensors(m);
-    if (!rc) rc = map_tensors(m);
-    if (!rc) rc = sort_names(m);
+    if (!rc && with_tensors) rc = open_shards(m);
+    if (!rc && with_tensors) rc = index_tensors(m);
+    if (!rc && with_tensors) rc = map_tensors(m);
+    if (!rc && with_tensors) rc = sort_names(m);
     json_decref(m->cfg);
     m->cfg = NULL;
     free(m->all);
@@ -946,6 +947,14 @@ int hf_model_open(struct hf_model **out, const char *dir, char *err, size_t errl
     m->dir = NULL;
     *out = m;
     return 0;
+}
+
+int hf_model_open(struct hf_model **out, const char *dir, char *err, size_t errlen) {
+    return open_folder(out, dir, 1, err, errlen);
+}
+
+int hf_model_open_config(struct hf_model **out, const char *dir, char *err, size_t errlen) {
+    return open_folder(out, dir, 0, err, errlen);
 }
 
 void hf_model_close(struct hf_model *m) {

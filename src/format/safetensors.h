@@ -89,6 +89,9 @@ int hf_is_dir(const char *path);
 /* Opens a checkpoint folder (see above). On failure *out is NULL and err
  * holds one line naming the file, tensor or config field. */
 int hf_model_open(struct hf_model **out, const char *dir, char *err, size_t errlen);
+/* The same from config.json alone: the metadata, no tensors, no shards
+ * needed (a vocabulary-only conversion). */
+int hf_model_open_config(struct hf_model **out, const char *dir, char *err, size_t errlen);
 void hf_model_close(struct hf_model *m);
 
 /* The directory in GGUF terms. Borrowed, valid until hf_model_close; do
