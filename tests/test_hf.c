@@ -7,7 +7,10 @@
  *   - the logits of every checkpoint with the reference kernels, prompt and
  *     decode paths, against 1e-3 as the GGUF goldens are; greedy tokens;
  *     the fast kernels close in distribution and independent of threads;
- *   - `leanmoe convert` output loads and gives the same logits;
+ *   - `leanmoe convert` output loads and gives the same logits; a Q4_K_M
+ *     convert picks the tensor types `quantize Q4_K_M` picks; an SPM-style
+ *     tokenizer.json is written as a "llama" vocabulary that encodes its
+ *     cases to HF's ids;
  *   - FP8: conversions of all 256 codes, the fast kernels against the
  *     scalar reference (partial blocks, NaN codes);
  *   - the safetensors reader on hostile headers, and bad folders (missing
@@ -24,10 +27,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "format/gguf.h"
 #include "format/safetensors.h"
 #include "kernels/fp8.h"
 #include "leanmoe.h"
 #include "quant/quant.h"
+#include "tokenizer.h"
 #include "golden_ref.h"
 #include "test.h"
 
@@ -488,6 +493,160 @@ static void check_fuzz_seeds(void) {
     CHECKF(n >= 3, "only %d safetensors fuzz seeds", n);
 }
 
+/* ---- convert: llama-quantize mixes and a SentencePiece-style vocabulary -- */
+
+/* `convert --type q4_k_m` straight from the folder gives every tensor the
+ * type that `convert --type f32` then `quantize Q4_K_M` gives it (the two
+ * share quant/mix.c), and the file loads. */
+static void check_convert_mix(void) {
+    const char *dir = HF_DIR "/ds3-f32";
+    char direct[512], f32[512], quant[512], args[2048], err[1024];
+    snprintf(direct, sizeof direct, "%s/hf_mix_direct_%d.gguf", LMOE_BUILD_DIR, (int)getpid());
+    snprintf(f32, sizeof f32, "%s/hf_mix_f32_%d.gguf", LMOE_BUILD_DIR, (int)getpid());
+    snprintf(quant, sizeof quant, "%s/hf_mix_quant_%d.gguf", LMOE_BUILD_DIR, (int)getpid());
+    struct lmoe_convert_options o = {.type = "Q4_K_M"};
+    struct lmoe_convert_report rep;
+    CHECKF(lmoe_convert(dir, direct, &o, &rep, err, sizeof err) == 0, "convert q4_k_m: %s", err);
+    CHECK(rep.n_tensors > 0 && rep.n_tokens == 320 && !strcmp(rep.type, "Q4_K_M"));
+    o.type = "f32";
+    CHECKF(lmoe_convert(dir, f32, &o, NULL, err, sizeof err) == 0, "convert f32: %s", err);
+    snprintf(args, sizeof args, "quantize %s %s Q4_K_M", f32, quant);
+    CHECKF(run_cli(args, err, sizeof err) == 0, "leanmoe %s: %s", args, err);
+    struct gguf_file *a = NULL, *b = NULL;
+    char gerr[512];
+    CHECKF(gguf_open(&a, direct, gerr, sizeof gerr) == 0, "%s", gerr);
+    CHECKF(gguf_open(&b, quant, gerr, sizeof gerr) == 0, "%s", gerr);
+    if (a && b) {
+        int same = a->n_tensors == b->n_tensors, n_k = 0;
+        for (uint64_t i = 0; same && i < a->n_tensors; i++) {
+            const struct gguf_tensor *t = &a->tensors[i], *u = gguf_find_tensor(b, t->name);
+            same = u && u->type == t->type;
+            if (!same) fprintf(stderr, "  %s: %u, quantize gives %d\n", t->name, t->type, u ? (int)u->type : -1);
+            n_k += t->type == LMOE_DTYPE_Q4_K || t->type == LMOE_DTYPE_Q6_K || t->type == LMOE_DTYPE_Q5_0;
+        }
+        CHECKF(same, "convert Q4_K_M and convert f32 + quantize Q4_K_M choose different tensor types");
+        CHECKF(n_k > 0, "the Q4_K_M file has no Q4_K/Q6_K/Q5_0 tensor");
+        uint32_t ft = 0;
+        CHECK(gguf_get_u32(a, "general.file_type", &ft, NULL, 0) == 0 && ft == 15);
+    }
+    gguf_close(a);
+    gguf_close(b);
+    lmoe_engine *e = open_model(direct, NULL, 1);
+    lmoe_engine_close(e);
+    /* A mix name convert does not offer is refused in one line. */
+    o.type = "q4_k_x";
+    CHECK(lmoe_convert(dir, quant, &o, NULL, err, sizeof err) == LMOE_ERR_ARG && strstr(err, "q4_k_x") &&
+          !strchr(err, '\n'));
+    remove(direct);
+    remove(f32);
+    remove(quant);
+}
+
+#define TOK_GOLDEN LMOE_TEST_DIR "/golden/tokenizer/"
+
+/* The ids of one line of a .out file (each after a space; a line with no
+ * ids may still hold one space, which strtol must not skip past). */
+static int parse_line_ids(const char *line, int32_t *ids, int max) {
+    int n = 0;
+    while (*line == ' ') line++;
+    while (*line && *line != '\n' && n < max) {
+        char *end;
+        long v = strtol(line, &end, 10);
+        if (end == line) break;
+        ids[n++] = (int32_t)v;
+        line = end;
+        while (*line == ' ') line++;
+    }
+    return n;
+}
+
+/* A SentencePiece-style tokenizer.json (tests/golden/tokenizer/spm-legacy:
+ * byte fallback, Prepend + Replace normalizer) in a Llama folder, converted
+ * vocabulary-only: model "llama", <0xNN> BYTE, unk UNKNOWN, and leanmoe's
+ * GGUF SentencePiece tokenizer (llama.cpp's algorithm, scores only) encodes
+ * all 10 of its cases to the ids HF tokenizers gives. A DeepSeek folder
+ * with the same tokenizer is refused, as the converter has no such form. */
+static void check_convert_spm(void) {
+    char dir[512], path[700], out[600], err[1024];
+    snprintf(dir, sizeof dir, "%s/hf_spm_%d", LMOE_BUILD_DIR, (int)getpid());
+    snprintf(out, sizeof out, "%s.gguf", dir);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    remove(path);
+    CHECK(symlink(TOK_GOLDEN "spm-legacy/tokenizer.json", path) == 0);
+    size_t n;
+    char *cfg = test_read_file(HF_DIR "/llama-f32/config.json", &n);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (f && cfg) {
+        /* the same config, with the tokenizer's vocabulary size */
+        char *vs = strstr(cfg, "\"vocab_size\"");
+        if (vs) *vs = 0;
+        fprintf(f, "%s\"vocab_size\": 543\n}\n", cfg);
+    }
+    if (f) fclose(f);
+    free(cfg);
+    struct lmoe_convert_options o = {.vocab_only = 1};
+    struct lmoe_convert_report rep;
+    CHECKF(lmoe_convert(dir, out, &o, &rep, err, sizeof err) == 0, "convert spm: %s", err);
+    CHECK(rep.n_tokens == 543 && rep.n_tensors == 0);
+    struct gguf_file *g = NULL;
+    struct lmoe_tokenizer *t = NULL;
+    char gerr[512];
+    if (gguf_open(&g, out, gerr, sizeof gerr) || lmoe_tokenizer_open(&t, g, gerr, sizeof gerr))
+        CHECKF(0, "%s: %s", out, gerr);
+    if (t) {
+        struct gguf_str m = {"", 0};
+        gguf_get_str(g, "tokenizer.ggml.model", &m, NULL, 0);
+        CHECK(m.len == 5 && !memcmp(m.ptr, "llama", 5) && lmoe_tokenizer_model(t) == LMOE_TOKENIZER_SPM);
+        CHECK(gguf_find_kv(g, "tokenizer.ggml.scores") != NULL && !gguf_find_kv(g, "tokenizer.ggml.merges"));
+        CHECK(lmoe_tokenizer_token_type(t, 0) == LMOE_TOKEN_TYPE_UNKNOWN);
+        CHECK(lmoe_tokenizer_token_type(t, 1) == LMOE_TOKEN_TYPE_CONTROL);
+        int32_t nl = lmoe_tokenizer_find(t, "<0x0A>", 6);
+        CHECK(nl >= 0 && lmoe_tokenizer_token_type(t, nl) == LMOE_TOKEN_TYPE_BYTE);
+        char *inp = test_read_file(TOK_GOLDEN "spm-legacy/cases.inp", NULL);
+        char *want_txt = test_read_file(TOK_GOLDEN "spm-legacy/cases.out", NULL);
+        int good = 0, cases = 0;
+        const char *line = want_txt;
+        for (char *c = inp; c && line;) {
+            char *sep = strstr(c, "\n__ggml_vocab_test__\n");
+            if (!sep) break;
+            *sep = 0;
+            int32_t want[512], *ids = NULL;
+            int n_want = parse_line_ids(line, want, 512), n_ids = 0;
+            int same = lmoe_tokenizer_encode(t, c, strlen(c), 0, &ids, &n_ids, gerr, sizeof gerr) == 0 &&
+                       n_ids == n_want && !memcmp(ids, want, (size_t)n_ids * sizeof(int32_t));
+            CHECKF(same, "spm case %d (\"%.30s\") encodes to %d ids, %d expected", cases, c, n_ids, n_want);
+            good += same;
+            cases++;
+            free(ids);
+            c = sep + 21;
+            line = strchr(line, '\n');
+            if (line) line++;
+        }
+        CHECKF(cases == 10 && good == 10, "spm: %d/%d cases", good, cases);
+        if (getenv("LMOE_TEST_VERBOSE")) fprintf(stderr, "  convert spm-legacy: %d/%d cases\n", good, cases);
+        free(inp);
+        free(want_txt);
+    }
+    lmoe_tokenizer_close(t);
+    gguf_close(g);
+    remove(out);
+    /* The same tokenizer beside a DeepSeek config: no GGUF form, no file. */
+    char *ds = test_read_file(HF_DIR "/ds3-f32/config.json", &n);
+    f = fopen(path, "w");
+    if (f && ds) fputs(ds, f);
+    if (f) fclose(f);
+    free(ds);
+    CHECK(lmoe_convert(dir, out, &o, NULL, err, sizeof err) == LMOE_ERR_UNSUPPORTED && strstr(err, "llama"));
+    struct stat st;
+    CHECK(stat(out, &st) != 0);
+    remove(path);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    remove(path);
+    rmdir(dir);
+}
+
 void test_hf(void) {
     check_fp8_convert();
     check_fp8_kernels();
@@ -496,4 +655,6 @@ void test_hf(void) {
     check_bad_folders();
     check_folder_text();
     check_manifest();
+    check_convert_mix();
+    check_convert_spm();
 }
