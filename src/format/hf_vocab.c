@@ -612,18 +612,32 @@ static int vocab_alloc(struct vocab *v, int64_t n) {
     return v->text && v->owned && v->type && v->score ? 0 : LMOE_ERR_NOMEM;
 }
 
+/* Token i's piece and its kind in the handle, or NULL for an id past the
+ * handle's vocabulary or one it leaves undefined. */
+static const char *vocab_piece(const struct lmoe_tokenizer *t, int n_tok, int64_t i, int *kind) {
+    *kind = i < n_tok ? lmoe_tokenizer_token_type(t, (int32_t)i) : LMOE_TOKEN_TYPE_UNDEFINED;
+    return *kind != LMOE_TOKEN_TYPE_UNDEFINED ? lmoe_tokenizer_piece(t, (int32_t)i, NULL) : NULL;
+}
+
+/* An id with no token: "[PADi]", UNUSED, as the converter fills the rows
+ * past a tokenizer's vocabulary. */
+static int vocab_pad(struct vocab *v, int64_t i) {
+    char pad[32];
+    snprintf(pad, sizeof pad, "[PAD%lld]", (long long)i);
+    if (!(v->owned[i] = strdup(pad))) return LMOE_ERR_NOMEM;
+    v->text[i] = v->owned[i];
+    v->type[i] = LMOE_TOKEN_TYPE_UNUSED;
+    return 0;
+}
+
 /* The byte-level vocabulary as get_vocab_base builds it. */
 static int vocab_bpe(struct vocab *v, const struct lmoe_tokenizer *t) {
     const int n_tok = lmoe_tokenizer_n_vocab(t);
     for (int64_t i = 0; i < v->n; i++) {
-        const int kind = i < n_tok ? lmoe_tokenizer_token_type(t, (int32_t)i) : LMOE_TOKEN_TYPE_UNDEFINED;
-        const char *s = kind != LMOE_TOKEN_TYPE_UNDEFINED ? lmoe_tokenizer_piece(t, (int32_t)i, NULL) : NULL;
+        int kind;
+        const char *s = vocab_piece(t, n_tok, i, &kind);
         if (!s) {
-            char pad[32];
-            snprintf(pad, sizeof pad, "[PAD%lld]", (long long)i);
-            if (!(v->owned[i] = strdup(pad))) return LMOE_ERR_NOMEM;
-            v->text[i] = v->owned[i];
-            v->type[i] = LMOE_TOKEN_TYPE_UNUSED;
+            if (vocab_pad(v, i)) return LMOE_ERR_NOMEM;
         } else if (kind == LMOE_TOKEN_TYPE_CONTROL || kind == LMOE_TOKEN_TYPE_USER_DEFINED) {
             /* an added token: special (CONTROL in the handle) or looking so */
             if (kind == LMOE_TOKEN_TYPE_CONTROL || looks_special(s)) {
@@ -660,14 +674,10 @@ static int vocab_spm(struct vocab *v, const struct lmoe_tokenizer *t, char *cons
         if (id >= 0 && id < v->n && v->score[id] > 0) v->score[id] = -(float)r;
     }
     for (int64_t i = 0; i < v->n; i++) {
-        const int kind = i < n_tok ? lmoe_tokenizer_token_type(t, (int32_t)i) : LMOE_TOKEN_TYPE_UNDEFINED;
-        const char *s = kind != LMOE_TOKEN_TYPE_UNDEFINED ? lmoe_tokenizer_piece(t, (int32_t)i, NULL) : NULL;
+        int kind;
+        const char *s = vocab_piece(t, n_tok, i, &kind);
         if (!s) {
-            char pad[32];
-            snprintf(pad, sizeof pad, "[PAD%lld]", (long long)i);
-            if (!(v->owned[i] = strdup(pad))) return LMOE_ERR_NOMEM;
-            v->text[i] = v->owned[i];
-            v->type[i] = LMOE_TOKEN_TYPE_UNUSED;
+            if (vocab_pad(v, i)) return LMOE_ERR_NOMEM;
             v->score[i] = -1000.0f;
             continue;
         }
