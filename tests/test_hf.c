@@ -264,6 +264,62 @@ static void check_fp8_kernels(void) {
         }
     }
     CHECKF(bad4 == 0, "fp8 %s dot4: %d rows differ from dot", fast->name, bad4);
+
+    /* Several tokens: gemm4 against the reference row times x, summed in
+     * double; edge column counts, 1..4 rows, token counts across a group
+     * of four, and a NaN code (the row's dots NaN, the others not). */
+    int bad_g = 0, ran_g = 0;
+    double worst_g = 0;
+    for (size_t k = 0; fast->gemm4_e4m3 && k < sizeof ns / sizeof ns[0]; k++)
+        for (int nr = 1; nr <= 4; nr++)
+            for (int T = 1; T <= 9; T += 2) {
+                int n = ns[k];
+                static uint8_t wg[4 * 1000];
+                static float xg[9 * 1001], yg[9 * 5], rowg[1000];
+                float scale[4][8];
+                const uint8_t *wp[4];
+                const float *sp[4];
+                for (int i = 0; i < 4 * n; i++) {
+                    wg[i] = (uint8_t)rng_u32(&seed);
+                    if ((wg[i] & 0x7f) == 0x7f) wg[i] ^= 1;
+                }
+                int nan_row = (k + (size_t)T) % 3 == 0 ? nr - 1 : -1;
+                if (nan_row >= 0) wg[(size_t)nan_row * n + n / 2] = 0x7f;
+                for (int i = 0; i < T * 1001; i++) xg[i] = (float)((int)(rng_u32(&seed) % 2001) - 1000) / 500.0f;
+                for (int r = 0; r < 4; r++) {
+                    for (int i = 0; i < 8; i++) scale[r][i] = ldexpf(1.0f + (float)(rng_u32(&seed) % 100) / 100.0f, -8);
+                    wp[r] = wg + (size_t)r * n;
+                    sp[r] = scale[r];
+                }
+                for (int e5 = 0; e5 < 2; e5++) {
+                    for (int i = 0; i < 9 * 5; i++) yg[i] = -12345.0f;
+                    (e5 ? fast->gemm4_e5m2 : fast->gemm4_e4m3)(wp, sp, nr, xg, 1001, T, n, yg, 5);
+                    ran_g++;
+                    for (int t = 0; t < T; t++) {
+                        bad_g += yg[t * 5 + nr] != -12345.0f; /* nothing past nr rows */
+                        for (int r = 0; r < nr; r++) {
+                            (e5 ? ref->row_e5m2 : ref->row_e4m3)(wp[r], sp[r], rowg, n);
+                            double sum = 0, mag = 0;
+                            for (int i = 0; i < n; i++) {
+                                sum += (double)rowg[i] * xg[t * 1001 + i];
+                                mag += fabs((double)rowg[i] * xg[t * 1001 + i]);
+                            }
+                            float got = yg[t * 5 + r];
+                            if (isnan(sum) || isinf(sum) || !isfinite(mag)) {
+                                bad_g += isfinite(got);
+                                continue;
+                            }
+                            double err = fabs((double)got - sum) / (mag > 0 ? mag : 1);
+                            if (err > worst_g) worst_g = err;
+                            bad_g += !(err <= 1e-5);
+                        }
+                    }
+                }
+            }
+    if (fast->gemm4_e4m3) {
+        CHECKF(ran_g > 0 && bad_g == 0, "fp8 %s gemm4: %d of %d products differ from the reference (worst rel %.3g)",
+               fast->name, bad_g, ran_g, worst_g);
+    }
     CHECKF(bad_row == 0, "fp8 %s rows: %d elements differ from the reference", fast->name, bad_row);
     CHECKF(bad_dot == 0, "fp8 %s dots: %d differ from the reference (worst rel %.3g)", fast->name, bad_dot, worst);
 }

@@ -184,10 +184,13 @@ static const struct lmoe_fp8_kernels fp8_avx2 = {
  *
  * The same widening on 32 bytes at once: one sign extension to 32 halves,
  * two conversions of 16 halves each. Port 5 does half the shuffling work of
- * the AVX2 loop per element, which is what bounds both. Rows (several
- * tokens) keep the AVX2 widening: they are not the decode path. */
+ * the AVX2 loop per element, which is what bounds both. Several tokens go
+ * through gemm4 (below); row keeps the AVX2 widening. */
 
 #define AVX512_INLINE __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"), always_inline)) static inline
+/* Row and token loops of at most 4 must be straight-line code so that
+ * their vectors stay in registers. */
+#define UNROLL4 _Pragma("GCC unroll 4")
 
 AVX512_INLINE float dot_avx512(const uint8_t *w, const float *scale, const float *x, int n, int e4m3,
                                int *saw_nan) {
@@ -300,12 +303,109 @@ dot_e5m2_avx512(const uint8_t *w, const float *scale, const float *x, int n) {
     return dot_avx512(w, scale, x, n, 0, &saw_nan);
 }
 
+/* Several tokens (prompt processing), up to 4 rows x 4 tokens a pass: 32
+ * columns of each row are widened in registers and multiplied by their
+ * block's scale (the dequantized values, the bits row_avx2 writes), then
+ * each token's 32 activations meet the four rows, 8 FMAs per two x loads.
+ * Registers: 16 accumulators, 8 weight vectors, 2 of x. A 32-column step
+ * never crosses a 128-block. E4M3's NaN code makes a row's every dot NaN,
+ * as in the reference (NaN times anything), so such rows are only noted. */
+AVX512_INLINE void gemm4_tile(const uint8_t *const *wr, const float *const *sr, const float *x, size_t ldx,
+                              const int T, int n, float out[4][4], int e4m3, __mmask32 nan[4]) {
+    __m512 acc[4][4];
+    UNROLL4
+    for (int r = 0; r < 4; r++)
+        UNROLL4
+        for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
+    const __m256i low7 = _mm256_set1_epi8(0x7f);
+    const __m512i sign_exp_man = _mm512_set1_epi16((short)0xBF80);
+    const float mul = e4m3 ? 256.0f : 1.0f;
+    int c = 0;
+    for (; c + 32 <= n; c += 32) {
+        const int b = c / LMOE_FP8_BLOCK;
+        __m512 w0[4], w1[4];
+        UNROLL4
+        for (int r = 0; r < 4; r++) {
+            _mm_prefetch((const char *)wr[r] + c + FP8_PREFETCH, _MM_HINT_T0);
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(wr[r] + c));
+            __m512i h;
+            if (e4m3) {
+                nan[r] |= _mm256_cmpeq_epi8_mask(_mm256_and_si256(bytes, low7), low7);
+                h = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7), sign_exp_man);
+            } else {
+                h = _mm512_slli_epi16(_mm512_cvtepu8_epi16(bytes), 8);
+            }
+            const __m512 s = _mm512_set1_ps(sr[r][b] * mul);
+            w0[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s);
+            w1[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s);
+        }
+        UNROLL4
+        for (int t = 0; t < T; t++) {
+            const __m512 x0 = _mm512_loadu_ps(x + (size_t)t * ldx + c), x1 = _mm512_loadu_ps(x + (size_t)t * ldx + c + 16);
+            UNROLL4
+            for (int r = 0; r < 4; r++) {
+                acc[r][t] = _mm512_fmadd_ps(w0[r], x0, acc[r][t]);
+                acc[r][t] = _mm512_fmadd_ps(w1[r], x1, acc[r][t]);
+            }
+        }
+    }
+    UNROLL4
+    for (int r = 0; r < 4; r++)
+        UNROLL4
+        for (int t = 0; t < T; t++) out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+    for (; c < n; c++)
+        for (int r = 0; r < 4; r++) {
+            const float v = (e4m3 ? lmoe_f8_e4m3_to_f32(wr[r][c]) : lmoe_f8_e5m2_to_f32(wr[r][c])) *
+                            sr[r][c / LMOE_FP8_BLOCK];
+            for (int t = 0; t < T; t++) out[r][t] += v * x[(size_t)t * ldx + c];
+        }
+}
+
+AVX512_INLINE void gemm4_avx512(const uint8_t *const *w, const float *const *scale, int nr, const float *x,
+                                size_t ldx, int T, int n, float *y, size_t ldy, int e4m3) {
+    const uint8_t *wr[4];
+    const float *sr[4];
+    for (int r = 0; r < 4; r++) {
+        /* missing rows repeat the last real one; their sums are not stored */
+        wr[r] = w[r < nr ? r : nr - 1];
+        sr[r] = scale[r < nr ? r : nr - 1];
+    }
+    __mmask32 nan[4] = {0, 0, 0, 0};
+    for (int t0 = 0; t0 < T; t0 += 4) {
+        const int nt = T - t0 < 4 ? T - t0 : 4;
+        const float *xt = x + (size_t)t0 * ldx;
+        float out[4][4];
+        switch (nt) {
+        case 1: gemm4_tile(wr, sr, xt, ldx, 1, n, out, e4m3, nan); break;
+        case 2: gemm4_tile(wr, sr, xt, ldx, 2, n, out, e4m3, nan); break;
+        case 3: gemm4_tile(wr, sr, xt, ldx, 3, n, out, e4m3, nan); break;
+        default: gemm4_tile(wr, sr, xt, ldx, 4, n, out, e4m3, nan); break;
+        }
+        for (int r = 0; r < nr; r++)
+            for (int t = 0; t < nt; t++) y[(size_t)(t0 + t) * ldy + (size_t)r] = nan[r] ? NAN : out[r][t];
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) static void
+gemm4_e4m3_avx512(const uint8_t *const *w, const float *const *scale, int nr, const float *x, size_t ldx, int T,
+                  int n, float *y, size_t ldy) {
+    gemm4_avx512(w, scale, nr, x, ldx, T, n, y, ldy, 1);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c"))) static void
+gemm4_e5m2_avx512(const uint8_t *const *w, const float *const *scale, int nr, const float *x, size_t ldx, int T,
+                  int n, float *y, size_t ldy) {
+    gemm4_avx512(w, scale, nr, x, ldx, T, n, y, ldy, 0);
+}
+
 static const struct lmoe_fp8_kernels fp8_avx512 = {
     .name = "avx512",
     .dot_e4m3 = dot_e4m3_avx512,
     .dot_e5m2 = dot_e5m2_avx512,
     .dot4_e4m3 = dot4_e4m3_avx512,
     .dot4_e5m2 = dot4_e5m2_avx512,
+    .gemm4_e4m3 = gemm4_e4m3_avx512,
+    .gemm4_e5m2 = gemm4_e5m2_avx512,
     .row_e4m3 = row_e4m3_avx2,
     .row_e5m2 = row_e5m2_avx2,
 };

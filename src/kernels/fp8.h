@@ -22,10 +22,20 @@ typedef void (*lmoe_fp8_row_fn)(const uint8_t *w, const float *scale, float *dst
 typedef void (*lmoe_fp8_dot4_fn)(const uint8_t *w, size_t row_bytes, const float *scale, const float *x, int n,
                                  float *y);
 
+/* Several tokens against up to four rows: for r < nr and t < T,
+ *   y[t * ldy + r] = sum_c (f8(w[r][c]) * scale[r][c / 128]) * x[t * ldx + c],
+ * the products of the dequantized row (one rounding per element, as row
+ * gives) summed in float in an order of the kernel's choosing: the same
+ * value as row then dot_f32, up to summation order. Rows are only read
+ * from w[r] for r < nr. */
+typedef void (*lmoe_fp8_gemm4_fn)(const uint8_t *const *w, const float *const *scale, int nr, const float *x,
+                                  size_t ldx, int T, int n, float *y, size_t ldy);
+
 struct lmoe_fp8_kernels {
     const char *name;
     lmoe_fp8_dot_fn dot_e4m3, dot_e5m2;
     lmoe_fp8_dot4_fn dot4_e4m3, dot4_e5m2; /* NULL: call dot per row */
+    lmoe_fp8_gemm4_fn gemm4_e4m3, gemm4_e5m2; /* NULL: row, then dot_f32 per token */
     lmoe_fp8_row_fn row_e4m3, row_e5m2;
 };
 

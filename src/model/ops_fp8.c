@@ -39,6 +39,21 @@ static void fp8_rows(void *arg, int r0, int r1, int ith) {
     float *buf = j->c->row_scratch + (size_t)ith * (size_t)j->c->max_cols;
     int e5 = j->type == LMOE_DTYPE_F8_E5M2_B128;
     lmoe_fp8_dot4_fn dot4 = j->fk && j->T == 1 ? (e5 ? j->fk->dot4_e5m2 : j->fk->dot4_e4m3) : NULL;
+    lmoe_fp8_gemm4_fn gemm4 = j->fk && j->T > 1 ? (e5 ? j->fk->gemm4_e5m2 : j->fk->gemm4_e4m3) : NULL;
+    if (gemm4) {
+        /* Several tokens: four rows at a time meet every token in registers. */
+        for (int r = r0; r < r1; r += 4) {
+            const int nr = r1 - r < 4 ? r1 - r : 4;
+            const uint8_t *w[4];
+            const float *s[4];
+            for (int k = 0; k < nr; k++) {
+                w[k] = j->w + (size_t)(r + k) * (size_t)j->n_in;
+                s[k] = row_scales(j, r + k);
+            }
+            gemm4(w, s, nr, j->x, (size_t)j->ldx, j->T, j->n_in, j->y + r, (size_t)j->ldy);
+        }
+        return;
+    }
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = j->w + (size_t)r * (size_t)j->n_in;
         const float *s = row_scales(j, r);

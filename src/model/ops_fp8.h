@@ -17,7 +17,9 @@ static inline int op_is_fp8(const struct lmoe_tensor *W) { return W->block_scale
  * (LMOE_ISA=ref) each row is dequantized to floats (f8 * scale, as the
  * goldens' float computation does) and dotted with dot_f32; otherwise one
  * token's row is a fused FP8 dot (per 128-block sums times the scale) and
- * several tokens share one dequantized row. */
+ * several tokens go through the table's gemm4 (four rows in registers
+ * against every token; a table without one shares a dequantized row
+ * between the tokens' dot_f32). */
 void op_matmul_fp8(struct lmoe_compute *c, const struct lmoe_tensor *W, int expert, const float *x, int ldx,
                    int T, float *y, int ldy);
 
