@@ -13,7 +13,7 @@ depend on it. One shard per layer plus model.safetensors.index.json.
 FP8 codes are random bytes with bit 6 cleared (|value| <= 1.875, never the
 NaN code); scales 0.01. Compare with the same weights as Q8_0:
 
-  /work/venv/bin/python tools/synth_fp8_dir.py /tmp/v3fp8 --layers 4 --experts 64
+  python3 tools/synth_fp8_dir.py /tmp/v3fp8 --layers 4 --experts 64   # needs numpy
   build/leanmoe convert /tmp/v3fp8 /tmp/v3-q8_0.gguf --type q8_0
   build/leanmoe bench -m /tmp/v3fp8 ; build/leanmoe bench -m /tmp/v3-q8_0.gguf
 """
