@@ -192,6 +192,13 @@ int lmoe_ctx_n_past(const lmoe_ctx *c); /* tokens in the cache */
 int lmoe_ctx_truncate(lmoe_ctx *c, int n);
 int lmoe_ctx_n_ctx(const lmoe_ctx *c);  /* its capacity */
 void lmoe_ctx_reset(lmoe_ctx *c);       /* forget every token */
+/* Makes dst hold the first n tokens of src's cache (n <= src's n_past) as
+ * if it had evaluated them itself: dst forgets its own tokens, takes pages
+ * for n positions and gets a copy of src's KV rows, so a prompt that
+ * starts like another context's is not computed twice. Both contexts must
+ * come from one engine with the same KV type.
+ * LMOE_ERR_ARG, LMOE_ERR_CTX_FULL or LMOE_ERR_KV_FULL with dst left empty. */
+int lmoe_ctx_copy_prefix(lmoe_ctx *dst, const lmoe_ctx *src, int n);
 
 /* The message of the last failed call on c. Borrowed. */
 const char *lmoe_ctx_error(const lmoe_ctx *c);

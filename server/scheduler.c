@@ -14,7 +14,9 @@
  * A slot keeps the token ids its KV cache holds after its job ends. A new
  * job goes to the free slot whose cache shares the longest prefix with its
  * prompt; the context is truncated to that prefix and only the rest is
- * evaluated (at least one token, for fresh logits).
+ * evaluated (at least one token, for fresh logits). If a busy slot's cache
+ * shares a longer prefix (the same system prompt, requests arriving
+ * together), its KV rows are copied instead (lmoe_ctx_copy_prefix).
  *
  * KV memory is one pool of pages (lmoe_kv_pool) that every slot's context
  * draws from, so one long sequence may use what short ones leave. A job is
@@ -347,6 +349,24 @@ static int slot_start(struct srv_sched *s, struct slot *sl, struct srv_job *j) {
     int keep = common_prefix(sl->cache, sl->n_cache, j->prompt, j->n_prompt - 1);
     lmoe_ctx_truncate(sl->ctx, keep);
     sl->n_cache = keep;
+    /* Another slot (running, or admitted this round) may hold a longer
+     * prefix: copying its KV rows is far cheaper than computing them. The
+     * pages fit: make_room promised this job its whole extent. */
+    const struct slot *donor = NULL;
+    int donor_len = keep;
+    for (int i = 0; i < s->n_slots; i++) {
+        const struct slot *d = &s->slots[i];
+        int len = d == sl ? 0 : common_prefix(d->cache, d->n_cache, j->prompt, j->n_prompt - 1);
+        if (len > donor_len) donor = d, donor_len = len;
+    }
+    if (donor) {
+        if (lmoe_ctx_copy_prefix(sl->ctx, donor->ctx, donor_len) == 0) {
+            memcpy(sl->cache, donor->cache, sizeof(int32_t) * (size_t)donor_len);
+            keep = sl->n_cache = donor_len;
+        } else {
+            keep = sl->n_cache = 0; /* dst was emptied; compute the prompt */
+        }
+    }
     sl->reserved = job_extent(s, j);
     if (lmoe_sampler_open(&sl->smp, &j->sampling, s->n_vocab)) {
         job_end(j, NULL, 500, "out of memory for a sampler");

@@ -130,6 +130,25 @@ int lmoe_ctx_truncate(lmoe_ctx *c, int n) {
     lmoe_kv_shrink(c, n);
     return 0;
 }
+int lmoe_ctx_copy_prefix(lmoe_ctx *dst, const lmoe_ctx *src, int n) {
+    if (!dst || !src) return LMOE_ERR_ARG;
+    if (dst == src || dst->e != src->e || dst->k.type != src->k.type || dst->v.type != src->v.type)
+        return lmoe_errf(dst->err, sizeof dst->err, LMOE_ERR_ARG,
+                         "copy_prefix: the contexts differ in engine or KV layout");
+    if (n < 0 || n > src->n_past)
+        return lmoe_errf(dst->err, sizeof dst->err, LMOE_ERR_ARG, "copy_prefix: %d tokens asked, the source holds %d",
+                         n, src->n_past);
+    lmoe_ctx_reset(dst);
+    if (n > dst->n_ctx)
+        return lmoe_errf(dst->err, sizeof dst->err, LMOE_ERR_CTX_FULL,
+                         "copy_prefix: %d tokens do not fit a context of %d", n, dst->n_ctx);
+    int rc = lmoe_kv_grow(dst, n);
+    if (rc) return rc;
+    lmoe_kv_copy_rows(dst, src, n);
+    dst->n_past = n;
+    return 0;
+}
+
 const char *lmoe_ctx_error(const lmoe_ctx *c) { return c->err; }
 
 int lmoe_ctx_eval(lmoe_ctx *c, const int32_t *tokens, int n, float *logits, int all_rows) {

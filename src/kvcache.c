@@ -157,6 +157,20 @@ static uint8_t *row_at(const struct lmoe_ctx *c, const struct lmoe_kv_part *p, i
     return (uint8_t *)p->base + row * p->row_bytes;
 }
 
+void lmoe_kv_copy_rows(const struct lmoe_ctx *dst, const struct lmoe_ctx *src, int n) {
+    const int src_page = 1 << src->page_shift, dst_page = 1 << dst->page_shift;
+    for (int il = 0; il < src->n_layer; il++)
+        for (int pos = 0; pos < n;) {
+            /* a layer's rows are contiguous within a page of either context */
+            int run = n - pos, left_src = src_page - (pos & (src_page - 1)), left_dst = dst_page - (pos & (dst_page - 1));
+            if (run > left_src) run = left_src;
+            if (run > left_dst) run = left_dst;
+            memcpy(row_at(dst, &dst->k, il, pos), row_at(src, &src->k, il, pos), (size_t)run * src->k.row_bytes);
+            memcpy(row_at(dst, &dst->v, il, pos), row_at(src, &src->v, il, pos), (size_t)run * src->v.row_bytes);
+            pos += run;
+        }
+}
+
 void lmoe_kv_store(const struct lmoe_ctx *c, const struct lmoe_kv_part *p, int il, int pos, const float *src) {
     uint8_t *dst = row_at(c, p, il, pos);
     if (p->type == LMOE_DTYPE_F32) {

@@ -50,6 +50,10 @@ int lmoe_kv_grow(struct lmoe_ctx *c, int n_tokens);
 /* Returns to the pool the pages c holds beyond position n_tokens. */
 void lmoe_kv_shrink(struct lmoe_ctx *c, int n_tokens);
 
+/* Copies src's rows of positions [0, n) of every layer, both parts, into
+ * dst, which holds pages for them; the same row types. */
+void lmoe_kv_copy_rows(const struct lmoe_ctx *dst, const struct lmoe_ctx *src, int n);
+
 /* Writes the row of layer il at position pos from n_elem floats. */
 void lmoe_kv_store(const struct lmoe_ctx *c, const struct lmoe_kv_part *p, int il, int pos, const float *src);
 

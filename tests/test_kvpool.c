@@ -3,7 +3,8 @@
  * and returned on truncate, reset and close; a full pool fails an eval
  * cleanly; and a context whose rows are scattered over many pages, shared
  * with a neighbour that keeps growing and shrinking, gets exactly the
- * logits of a context with its own contiguous cache.
+ * logits of a context with its own contiguous cache; a prefix copied
+ * from one context to another continues with the same logits.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,69 @@ static void check_accounting(lmoe_engine *e) {
     lmoe_kv_pool_close(NULL);
 }
 
+/* A prefix copied from another context: the source's rows are scattered
+ * over 4-token pages (it grew beside a filler); the copy goes into a
+ * context of the same pool and into one with its own cache, and both then
+ * continue the timeline with exactly run_alone's logits. Bad calls leave
+ * an error and an empty destination. */
+static void check_copy_prefix(lmoe_engine *e, const char *name, int kv_type, const float *alone) {
+    int n_vocab = lmoe_engine_n_vocab(e);
+    int32_t toks[N_ALL], fill[8];
+    for (int i = 0; i < N_ALL; i++) toks[i] = tok_at(i, n_vocab);
+    for (int i = 0; i < 8; i++) fill[i] = (int32_t)((i * 13 + 5) % n_vocab);
+    lmoe_ctx *src, *f;
+    lmoe_kv_pool *p = open_two(e, 64, kv_type, 128, &src, &f);
+    for (int at = 0; at < N_PROMPT; at += 10) {
+        CHECK(lmoe_ctx_eval(f, fill, 3, NULL, 0) == 0);
+        CHECK(lmoe_ctx_eval(src, toks + at, 10, NULL, 0) == 0);
+    }
+    lmoe_ctx_close(f);
+    lmoe_ctx *same, *own;
+    struct lmoe_ctx_options in_pool = {.n_ctx = 128, .pool = p}, alone_opt = {.n_ctx = N_ALL, .kv_type = kv_type};
+    CHECK(lmoe_ctx_open(&same, e, &in_pool) == 0);
+    CHECK(lmoe_ctx_open(&own, e, &alone_opt) == 0);
+    CHECK(lmoe_ctx_eval(same, fill, 5, NULL, 0) == 0); /* forgotten by the copy */
+    float *row = malloc(sizeof(float) * (size_t)n_vocab);
+    lmoe_ctx *dst[2] = {same, own};
+    for (int d = 0; d < 2; d++) {
+        int rc = lmoe_ctx_copy_prefix(dst[d], src, N_PROMPT - 1);
+        CHECKF(rc == 0, "%s: copy_prefix: %s", name, lmoe_ctx_error(dst[d]));
+        CHECK(lmoe_ctx_n_past(dst[d]) == N_PROMPT - 1);
+        int bad = 0;
+        for (int i = N_PROMPT - 1; i < N_ALL && rc == 0; i++) {
+            CHECK(lmoe_ctx_eval(dst[d], &toks[i], 1, row, 0) == 0);
+            bad += memcmp(row, alone + (size_t)i * n_vocab, sizeof(float) * (size_t)n_vocab) != 0;
+        }
+        CHECKF(bad == 0, "%s kv %d: %d positions after a copied prefix (%s) differ", name, kv_type, bad,
+               d ? "own cache" : "same pool");
+    }
+    /* the source's pages stay its own: it still continues correctly */
+    CHECK(lmoe_ctx_eval(src, &toks[N_PROMPT], 1, row, 0) == 0);
+    CHECK(!memcmp(row, alone + (size_t)N_PROMPT * n_vocab, sizeof(float) * (size_t)n_vocab));
+    /* more than the source holds, itself, a prefix that does not fit */
+    CHECK(lmoe_ctx_copy_prefix(same, src, N_PROMPT + 2) == LMOE_ERR_ARG && strstr(lmoe_ctx_error(same), "holds"));
+    CHECK(lmoe_ctx_copy_prefix(src, src, 3) == LMOE_ERR_ARG);
+    CHECK(lmoe_ctx_copy_prefix(own, same, 0) == 0 && lmoe_ctx_n_past(own) == 0);
+    lmoe_ctx *tiny;
+    struct lmoe_ctx_options tiny_opt = {.n_ctx = 16, .kv_type = kv_type};
+    CHECK(lmoe_ctx_open(&tiny, e, &tiny_opt) == 0);
+    CHECK(lmoe_ctx_copy_prefix(tiny, src, 40) == LMOE_ERR_CTX_FULL && lmoe_ctx_n_past(tiny) == 0);
+    if (kv_type != LMOE_KV_F32) {
+        lmoe_ctx *other;
+        struct lmoe_ctx_options f32_opt = {.n_ctx = 128, .kv_type = LMOE_KV_F32};
+        CHECK(lmoe_ctx_open(&other, e, &f32_opt) == 0);
+        CHECK(lmoe_ctx_copy_prefix(other, src, 3) == LMOE_ERR_ARG && strstr(lmoe_ctx_error(other), "KV"));
+        lmoe_ctx_close(other);
+    }
+    free(row);
+    lmoe_ctx_close(tiny);
+    lmoe_ctx_close(same);
+    lmoe_ctx_close(own);
+    lmoe_ctx_close(src);
+    CHECK(n_free(p) == 64);
+    lmoe_kv_pool_close(p);
+}
+
 void test_kvpool(void) {
     const char *models[] = {"ds3-q8_0.gguf", "qwen3moe-f32.gguf"};
     for (int m = 0; m < 2; m++) {
@@ -148,6 +212,16 @@ void test_kvpool(void) {
         }
         check_same_logits(e, models[m], LMOE_KV_F16);
         check_same_logits(e, models[m], LMOE_KV_Q8);
+        {
+            size_t n = (size_t)N_ALL * (size_t)lmoe_engine_n_vocab(e);
+            float *alone = calloc(n, sizeof(float));
+            for (int kv = 0; kv < 2; kv++) {
+                int kv_type = kv ? LMOE_KV_Q8 : LMOE_KV_F16;
+                run_alone(e, kv_type, alone);
+                check_copy_prefix(e, models[m], kv_type, alone);
+            }
+            free(alone);
+        }
         if (m == 0) check_accounting(e);
         lmoe_engine_close(e);
     }

@@ -330,6 +330,35 @@ def test_usage_and_prefix_cache(t):
     check(after[hits] - before[hits] >= n - 1, (before[hits], after[hits]))
 
 
+def test_prefix_from_running_slot(t):
+    """A prompt that a running request's slot holds is copied from that
+    slot's cache, not computed: the second request reports all but its last
+    prompt token cached, and its greedy answer starts the first one's."""
+    prompt = "A sentence no other test sends, so only the running slot holds it: 31 zebras."
+    conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=TIMEOUT)
+    body = chat_body(prompt, max_tokens=300, temperature=0, ignore_eos=True, stream=True)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(body).encode(),
+                 headers={"Content-Type": "application/json", "Authorization": "Bearer " + KEY})
+    r = conn.getresponse()
+    try:
+        check(r.status == 200, r.status)
+        events = sse_events(r)
+        first = [next(events), next(events)]  # the role chunk, then a token: A is decoding
+        _, m = metrics(t.port)
+        active = m["leanmoe_active_sequences"]
+        st, _, b = post(t.port, "/v1/chat/completions", chat_body(prompt, max_tokens=4, temperature=0))
+        rest = list(events)
+    finally:
+        conn.close()
+    check(active >= 1, "the first request was not running when the second came: %r" % active)
+    check(st == 200, b)
+    n = b["usage"]["prompt_tokens"]
+    check(b["usage"]["prompt_tokens_details"]["cached_tokens"] == n - 1, b["usage"])
+    text, _, _ = stream_text(first + rest, "chat")
+    want = b["choices"][0]["message"]["content"]
+    check(len(want) > 0 and text.startswith(want), (want, text[:80]))
+
+
 def test_metrics(t):
     text, v = metrics(t.port)
     for name in ("leanmoe_requests_total", "leanmoe_prompt_tokens_total", "leanmoe_generation_tokens_total",
@@ -730,7 +759,8 @@ def main():
         return 1
     t.port = t.server.port
     tests = [test_health, test_models, test_openai_chat, test_openai_completions, test_openai_logprobs,
-             test_openai_seed, test_stop_strings, test_usage_and_prefix_cache, test_errors, test_hostile,
+             test_openai_seed, test_stop_strings, test_usage_and_prefix_cache, test_prefix_from_running_slot,
+             test_errors, test_hostile,
              test_concurrent_streams, test_metrics, test_queue_full, test_kv_pool, test_sigterm_grace, test_sigterm_main]
     for fn in tests:
         if args.k not in fn.__name__:
