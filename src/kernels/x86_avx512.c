@@ -534,8 +534,9 @@ ALWAYS_INLINE void tile_q6_K(int n, int R, int T, const uint8_t *const *wr, cons
  * << 4, bytewise (k4_unpack). */
 static inline __m128i k4_scales16(const uint8_t *b) {
     const __m128i w = ld128(b); /* [d dmin, w0, w1, w2] */
-    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(3, 2, 3, 1)), _mm_setr_epi32(0, 0, 0, 4)),
-                                     _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F));
+    const __m128i lo =
+        _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(3, 2, 3, 1)), _mm_setr_epi32(0, 0, 0, 4)),
+                      _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F));
     const __m128i hi = _mm_and_si128(_mm_srli_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 1, 1)), 2),
                                      _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
     return _mm_or_si128(lo, hi);
@@ -544,7 +545,8 @@ static inline __m128i k4_scales16(const uint8_t *b) {
 /* Byte-shuffle controls (per 128-bit lane) that spread byte i of a
  * register over int16 lanes, zero-extended. */
 #define SPREAD_LO(i) (char)0x80, (char)(i) /* _mm512_set_epi8 order: high byte first */
-#define SPREAD8(i) SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i)
+#define SPREAD8(i)                                                                                                     \
+    SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i)
 
 /* One Q4_K/Q5_K block b against the Q8_K block a: isum (8 int32 lanes to be
  * summed) and msum (likewise). */
@@ -630,8 +632,8 @@ ALWAYS_INLINE float k45_group(int G, float sum, const uint8_t *w, const uint8_t 
         /* lanes 0..G-1 and G..2G-1 of the low 8 */
         const __m256i r8 = _mm512_castsi512_si256(r);
         fi = _mm256_cvtepi32_ps(r8);
-        fm = _mm256_cvtepi32_ps(_mm256_permutevar8x32_epi32(r8, _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                                                    _mm256_set1_epi32(G))));
+        fm = _mm256_cvtepi32_ps(_mm256_permutevar8x32_epi32(
+            r8, _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(G))));
     }
     const __m256 t1 = _mm256_mul_ps(_mm256_mul_ps(d, da), fi);
     const __m256 t2 = _mm256_mul_ps(_mm256_mul_ps(dmin, da), fm);
@@ -646,15 +648,67 @@ ALWAYS_INLINE float k45_dot1(int n, const uint8_t *w, const uint8_t *a, size_t b
     const int nb = n / LMOE_QK_K;
     float sum = 0.0f;
     int b = 0;
-    for (; b + 8 <= nb; b += 8) sum = k45_group(8, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off);
-    if (b + 4 <= nb) sum = k45_group(4, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off), b += 4;
-    if (b + 2 <= nb) sum = k45_group(2, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off), b += 2;
+    for (; b + 8 <= nb; b += 8)
+        sum = k45_group(8, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off);
+    if (b + 4 <= nb)
+        sum = k45_group(4, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off), b += 4;
+    if (b + 2 <= nb)
+        sum = k45_group(2, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off), b += 2;
     if (b < nb) {
         const uint8_t *wb = w + (size_t)b * bb, *ab = a + (size_t)b * Q8_K_BYTES;
         __m256i v, m;
         k45_one(wb, ab, qh_off, qs_off, &v, &m);
         sum = fstep1_min(sum, ld_f16(wb), ld_f16(wb + 2), ld_f32(ab), _mm512_cvtsi512_si32(reduce_items(&v, 1)),
                          _mm512_cvtsi512_si32(reduce_items(&m, 1)));
+    }
+    return sum;
+}
+
+/* Q6_K, G blocks (G = 8 or 4) of one row: the tile's integer sums (codes
+ * q + 32, so isum = sum sc q a - 32 sum_g sc_g bsum_g), one network, and
+ * sum + t_0 + ... + t_G-1 with t_b = (d_b * d_a) * isum_b as in fstep1. */
+ALWAYS_INLINE float q6k_group(int G, float sum, const uint8_t *w, const uint8_t *a) {
+    const size_t bb = sizeof(struct lmoe_block_q6_k), doff = offsetof(struct lmoe_block_q6_k, d);
+    __m256i v[8];
+    UNROLL
+    for (int i = 0; i < G; i++) {
+        const uint8_t *wb = w + (size_t)i * bb, *ab = a + (size_t)i * Q8_K_BYTES;
+        struct ksb k;
+        prefetch_block(wb + 512, bb);
+        unpack_q6_K(wb, &k);
+        const __m256i bias = _mm256_madd_epi16(k.mn, ld256(ab + Q8_K_BSUMS));
+        v[i] = _mm256_sub_epi32(k_isum(&k, ab + Q8_K_QS), _mm256_slli_epi32(bias, 5));
+    }
+    const __m256i r = _mm512_castsi512_si256(reduce_items(v, G));
+    /* d is the block's last two bytes: the dword ending there (so nothing
+     * past the row is read), high half */
+    const __mmask8 g = (__mmask8)((1u << G) - 1);
+    const __m256i dd = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), g, stride8(bb), w + doff - 2, 1);
+    const __m256 d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dd, 16)));
+    const __m256 da = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), g, stride8(Q8_K_BYTES), a, 1);
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_mul_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(r)));
+    UNROLL
+    for (int i = 0; i < G; i++) sum += t[i];
+    return sum;
+}
+
+static float q6k_dot1(int n, const uint8_t *w, const uint8_t *a) {
+    const size_t bb = sizeof(struct lmoe_block_q6_k);
+    const int nb = n / LMOE_QK_K;
+    float sum = 0.0f;
+    int b = 0;
+    for (; b + 8 <= nb; b += 8) sum = q6k_group(8, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES);
+    if (b + 4 <= nb) sum = q6k_group(4, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES), b += 4;
+    /* the last 1 to 3 blocks one at a time, as the 1 x 1 tile does */
+    for (; b < nb; b++) {
+        const uint8_t *wb = w + (size_t)b * bb, *ab = a + (size_t)b * Q8_K_BYTES;
+        struct ksb k;
+        unpack_q6_K(wb, &k);
+        const __m256i bias = _mm256_madd_epi16(k.mn, ld256(ab + Q8_K_BSUMS));
+        const __m256i v = _mm256_sub_epi32(k_isum(&k, ab + Q8_K_QS), _mm256_slli_epi32(bias, 5));
+        sum = fstep1(sum, ld_f16(wb + offsetof(struct lmoe_block_q6_k, d)), ld_f32(ab),
+                     _mm512_cvtsi512_si32(reduce_items(&v, 1)));
     }
     return sum;
 }
@@ -721,16 +775,6 @@ ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const
         }                                                                                                      \
     }
 
-/* A 1 x 1 tile: the reference's order, one row streamed at a time, with
- * a software prefetch 512 bytes ahead. */
-#define DEFINE_VEC_DOT(tname, tile)                                           \
-    static float vec_dot_##tname(int n, const void *w_row, const void *act) { \
-        const uint8_t *w = w_row, *a = act;                                   \
-        float o;                                                              \
-        tile(n, 1, 1, &w, &a, &o, 512);                                       \
-        return o;                                                             \
-    }
-
 /* Legacy types: the AVX2 table's vec_dot, whose order their tiles keep. */
 #define FROM_AVX2(tname, TYPE)                                                \
     static float vec_dot_##tname(int n, const void *w_row, const void *act) { \
@@ -747,7 +791,7 @@ static float vec_dot_q5_K(int n, const void *w_row, const void *act) {
     return k45_dot1(n, w_row, act, sizeof(struct lmoe_block_q5_k), offsetof(struct lmoe_block_q5_k, qh),
                     offsetof(struct lmoe_block_q5_k, qs));
 }
-DEFINE_VEC_DOT(q6_K, tile_q6_K)
+static float vec_dot_q6_K(int n, const void *w_row, const void *act) { return q6k_dot1(n, w_row, act); }
 DEFINE_GEMM(q8_0, tile_q8_0)
 DEFINE_GEMM(q4_0, tile_q4_0)
 DEFINE_GEMM(q5_0, tile_q5_0)
