@@ -19,8 +19,14 @@
  *     vectors into one vector whose lane i is item i's exact sum, and the
  *     float part runs one lane per item in the reference's order
  *     (quant_dot.c): sum = sum + ((d_w * d_a) * isum - (dmin_w * d_a) *
- *     msum), unfused. vec_dot is the 1 x 1 tile. With a compiler that does
- *     not contract floats (gcc -std=c11), this even equals the reference.
+ *     msum), unfused. With a compiler that does not contract floats (gcc
+ *     -std=c11), this even equals the reference (test_kernels.c checks it).
+ *     One token (vec_dot) does not use a 1 x 1 tile: it takes 8 super-
+ *     blocks per step (then 4, 2, 1), one reduction network for their 8
+ *     isum and 8 msum vectors, the 8 float terms t_b = (d*da)*isum -
+ *     (dmin*da)*msum in 8 lanes with the same unfused operations, then
+ *     sum += t_b one lane at a time in block order: the same bits, with
+ *     the scale decoding done in vector registers (see "One token").
  *   - Legacy 32-blocks (Q8_0, Q4_0, Q5_0): too little work per block to
  *     pay for a reduction per block, so they keep x86_avx2.c's order (two
  *     8-lane accumulators, one FMA per block) and vec_dot is AVX2's; see
