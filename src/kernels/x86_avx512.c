@@ -19,8 +19,14 @@
  *     vectors into one vector whose lane i is item i's exact sum, and the
  *     float part runs one lane per item in the reference's order
  *     (quant_dot.c): sum = sum + ((d_w * d_a) * isum - (dmin_w * d_a) *
- *     msum), unfused. vec_dot is the 1 x 1 tile. With a compiler that does
- *     not contract floats (gcc -std=c11), this even equals the reference.
+ *     msum), unfused. With a compiler that does not contract floats (gcc
+ *     -std=c11), this even equals the reference (test_kernels.c checks it).
+ *     One token (vec_dot) does not use a 1 x 1 tile: it takes 8 super-
+ *     blocks per step (then 4, 2, 1), one reduction network for their 8
+ *     isum and 8 msum vectors, the 8 float terms t_b = (d*da)*isum -
+ *     (dmin*da)*msum in 8 lanes with the same unfused operations, then
+ *     sum += t_b one lane at a time in block order: the same bits, with
+ *     the scale decoding done in vector registers (see "One token").
  *   - Legacy 32-blocks (Q8_0, Q4_0, Q5_0): too little work per block to
  *     pay for a reduction per block, so they keep x86_avx2.c's order (two
  *     8-lane accumulators, one FMA per block) and vec_dot is AVX2's; see
@@ -506,6 +512,213 @@ ALWAYS_INLINE void tile_q6_K(int n, int R, int T, const uint8_t *const *wr, cons
     else _mm512_mask_storeu_ps(out, (__mmask16)((1u << (R * T)) - 1), acc);
 }
 
+/* ---- One token (vec_dot), K-quants: several super-blocks per step ------
+ * A 1 x 1 tile pays, per super-block, a reduction network (for one item),
+ * scalar loads and conversions of its scales and a scalar float step, and
+ * that made it instruction-bound well below memory speed. These loops take
+ * G super-blocks (8, then 4, 2, 1 for the rest) at a time: each block's
+ * integer sums are computed in lanes as before (the same exact integers,
+ * only grouped differently), then one reduction network turns the G isum
+ * and G msum lane vectors into one vector, block b's isum in lane b and
+ * its msum in lane G + b, the G float terms t_b = (d_b * d_a) * isum_b -
+ * (dmin_b * d_a) * msum_b are computed one per lane with the same unfused
+ * multiplies and subtract as fstep1_min, and they are added into the
+ * scalar sum one at a time in block order. So the result is the 1 x 1
+ * tile's (and the reference's) bits.
+ *
+ * The unpacking is cheaper too: the 12 scale bytes are decoded with a few
+ * 128-bit word operations instead of scalar code, each 64-byte load of qs
+ * gives two code vectors (low nibbles: groups 2c, 2c + 2 of the block's
+ * first or second half; high nibbles: 2c + 1, 2c + 3), matched by
+ * activation halves loaded as 32-byte pieces, and the group scale vectors
+ * are byte shuffles of one broadcast register. */
+
+/* The scales and mins of a Q4_K/Q5_K block at b (16 bytes: d, dmin, then
+ * the 12 packed bytes), as bytes: sc[0..7] then mn[0..7]. The dwords w0,
+ * w1, w2 of the packed bytes give sc0-3 = w0 & 63, mn0-3 = w1 & 63,
+ * sc4-7 = (w2 & 15) | (w0 >> 6) << 4, mn4-7 = (w2 >> 4 & 15) | (w1 >> 6)
+ * << 4, bytewise (k4_unpack). */
+static inline __m128i k4_scales16(const uint8_t *b) {
+    const __m128i w = ld128(b); /* [d dmin, w0, w1, w2] */
+    const __m128i lo =
+        _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(3, 2, 3, 1)), _mm_setr_epi32(0, 0, 0, 4)),
+                      _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 1, 1)), 2),
+                                     _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
+}
+
+/* Byte-shuffle controls (per 128-bit lane) that spread byte i of a
+ * register over int16 lanes, zero-extended. */
+#define SPREAD_LO(i) (char)0x80, (char)(i) /* _mm512_set_epi8 order: high byte first */
+#define SPREAD8(i)                                                                                                     \
+    SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i), SPREAD_LO(i)
+
+/* One Q4_K/Q5_K block b against the Q8_K block a: isum (8 int32 lanes to be
+ * summed) and msum (likewise). */
+ALWAYS_INLINE void k45_one(const uint8_t *b, const uint8_t *a, size_t qh_off, size_t qs_off, __m256i *isum,
+                           __m256i *msum) {
+    const __m128i sm = k4_scales16(b);
+    const __m512i s4 = _mm512_broadcast_i32x4(sm);
+    /* code vector c pairs groups (gl, gl + 2) with gl = 4 (c / 2) + c % 2 */
+    const __m512i sc[4] = {
+        _mm512_shuffle_epi8(s4, _mm512_set_epi8(SPREAD8(2), SPREAD8(2), SPREAD8(0), SPREAD8(0))),
+        _mm512_shuffle_epi8(s4, _mm512_set_epi8(SPREAD8(3), SPREAD8(3), SPREAD8(1), SPREAD8(1))),
+        _mm512_shuffle_epi8(s4, _mm512_set_epi8(SPREAD8(6), SPREAD8(6), SPREAD8(4), SPREAD8(4))),
+        _mm512_shuffle_epi8(s4, _mm512_set_epi8(SPREAD8(7), SPREAD8(7), SPREAD8(5), SPREAD8(5))),
+    };
+    /* int16 lane j of the bsums times mn[j / 2]: lane 0 .. 7 of the low
+     * 128 bits take mn0 .. mn3, of the high mn4 .. mn7 */
+    const __m256i mnd = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(sm),
+                                            _mm256_setr_epi8(8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11,
+                                                             -128, 11, -128, 12, -128, 12, -128, 13, -128, 13, -128, 14,
+                                                             -128, 14, -128, 15, -128, 15, -128));
+    *msum = _mm256_madd_epi16(ld256(a + Q8_K_BSUMS), mnd);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const uint8_t *qs = b + qs_off, *aq = a + Q8_K_QS;
+    __m512i q[4];
+    UNROLL
+    for (int h = 0; h < 2; h++) {
+        const __m512i z = ld512(qs + 64 * h);
+        q[2 * h] = _mm512_and_si512(z, low4);
+        q[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(z, 4), low4);
+    }
+    if (qh_off) {
+        /* bit g of qh[l] is the fifth bit of group g's element l: move bit
+         * gl (low half) or gl + 2 (high half) to bit 4 with a 16-bit left
+         * shift (bits 0..3 of a byte stay within it), after a right shift
+         * by 4 for the second half's groups 4..7 */
+        const __m512i h0 = _mm512_broadcast_i64x4(ld256(b + qh_off)), h1 = _mm512_srli_epi16(h0, 4);
+        const __m512i bit4 = _mm512_set1_epi8(0x10);
+        const __m512i sh0 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+        const __m512i sh1 = _mm512_inserti64x4(_mm512_set1_epi16(3), _mm256_set1_epi16(1), 1);
+        /* q | (e & 0x10) */
+        q[0] = _mm512_ternarylogic_epi32(q[0], _mm512_sllv_epi16(h0, sh0), bit4, 0xF8);
+        q[1] = _mm512_ternarylogic_epi32(q[1], _mm512_sllv_epi16(h0, sh1), bit4, 0xF8);
+        q[2] = _mm512_ternarylogic_epi32(q[2], _mm512_sllv_epi16(h1, sh0), bit4, 0xF8);
+        q[3] = _mm512_ternarylogic_epi32(q[3], _mm512_sllv_epi16(h1, sh1), bit4, 0xF8);
+    }
+    __m512i s = _mm512_setzero_si512();
+    UNROLL
+    for (int c = 0; c < 4; c++) {
+        const int gl = 4 * (c / 2) + c % 2;
+        const __m512i av = _mm512_inserti64x4(_mm512_castsi256_si512(ld256(aq + 32 * gl)), ld256(aq + 32 * gl + 64), 1);
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(q[c], av), sc[c]);
+    }
+    *isum = fold512(s);
+}
+
+/* Byte offsets of 8 consecutive blocks of s bytes. */
+static inline __m256i stride8(size_t s) {
+    const int i = (int)s;
+    return _mm256_setr_epi32(0, i, 2 * i, 3 * i, 4 * i, 5 * i, 6 * i, 7 * i);
+}
+
+/* G consecutive blocks (G = 8, 4, 2) of one row: sum + t_0 + ... + t_G-1. */
+ALWAYS_INLINE float k45_group(int G, float sum, const uint8_t *w, const uint8_t *a, size_t bb, size_t qh_off,
+                              size_t qs_off) {
+    __m256i v[16];
+    UNROLL
+    for (int i = 0; i < G; i++) {
+        prefetch_block(w + (size_t)i * bb + 512, bb);
+        k45_one(w + (size_t)i * bb, a + (size_t)i * Q8_K_BYTES, qh_off, qs_off, &v[i], &v[G + i]);
+    }
+    const __m512i r = reduce_items(v, 2 * G);
+    /* dword 0 of a block is (d, dmin); only the G blocks' are read */
+    const __mmask8 g = (__mmask8)((1u << G) - 1);
+    const __m256i dd = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), g, stride8(bb), w, 1);
+    const __m256 d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dd));
+    const __m256 dmin = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dd, 16)));
+    const __m256 da = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), g, stride8(Q8_K_BYTES), a, 1);
+    __m256 fi, fm;
+    if (G == 8) {
+        fi = _mm256_cvtepi32_ps(_mm512_castsi512_si256(r));
+        fm = _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(r, 1));
+    } else {
+        /* lanes 0..G-1 and G..2G-1 of the low 8 */
+        const __m256i r8 = _mm512_castsi512_si256(r);
+        fi = _mm256_cvtepi32_ps(r8);
+        fm = _mm256_cvtepi32_ps(_mm256_permutevar8x32_epi32(
+            r8, _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(G))));
+    }
+    const __m256 t1 = _mm256_mul_ps(_mm256_mul_ps(d, da), fi);
+    const __m256 t2 = _mm256_mul_ps(_mm256_mul_ps(dmin, da), fm);
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_sub_ps(t1, t2));
+    UNROLL
+    for (int i = 0; i < G; i++) sum += t[i];
+    return sum;
+}
+
+ALWAYS_INLINE float k45_dot1(int n, const uint8_t *w, const uint8_t *a, size_t bb, size_t qh_off, size_t qs_off) {
+    const int nb = n / LMOE_QK_K;
+    float sum = 0.0f;
+    int b = 0;
+    for (; b + 8 <= nb; b += 8)
+        sum = k45_group(8, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off);
+    if (b + 4 <= nb)
+        sum = k45_group(4, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off), b += 4;
+    if (b + 2 <= nb)
+        sum = k45_group(2, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES, bb, qh_off, qs_off), b += 2;
+    if (b < nb) {
+        const uint8_t *wb = w + (size_t)b * bb, *ab = a + (size_t)b * Q8_K_BYTES;
+        __m256i v, m;
+        k45_one(wb, ab, qh_off, qs_off, &v, &m);
+        sum = fstep1_min(sum, ld_f16(wb), ld_f16(wb + 2), ld_f32(ab), _mm512_cvtsi512_si32(reduce_items(&v, 1)),
+                         _mm512_cvtsi512_si32(reduce_items(&m, 1)));
+    }
+    return sum;
+}
+
+/* Q6_K, G blocks (G = 8 or 4) of one row: the tile's integer sums (codes
+ * q + 32, so isum = sum sc q a - 32 sum_g sc_g bsum_g), one network, and
+ * sum + t_0 + ... + t_G-1 with t_b = (d_b * d_a) * isum_b as in fstep1. */
+ALWAYS_INLINE float q6k_group(int G, float sum, const uint8_t *w, const uint8_t *a) {
+    const size_t bb = sizeof(struct lmoe_block_q6_k), doff = offsetof(struct lmoe_block_q6_k, d);
+    __m256i v[8];
+    UNROLL
+    for (int i = 0; i < G; i++) {
+        const uint8_t *wb = w + (size_t)i * bb, *ab = a + (size_t)i * Q8_K_BYTES;
+        struct ksb k;
+        prefetch_block(wb + 512, bb);
+        unpack_q6_K(wb, &k);
+        const __m256i bias = _mm256_madd_epi16(k.mn, ld256(ab + Q8_K_BSUMS));
+        v[i] = _mm256_sub_epi32(k_isum(&k, ab + Q8_K_QS), _mm256_slli_epi32(bias, 5));
+    }
+    const __m256i r = _mm512_castsi512_si256(reduce_items(v, G));
+    /* d is the block's last two bytes: the dword ending there (so nothing
+     * past the row is read), high half */
+    const __mmask8 g = (__mmask8)((1u << G) - 1);
+    const __m256i dd = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), g, stride8(bb), w + doff - 2, 1);
+    const __m256 d = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dd, 16)));
+    const __m256 da = _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), g, stride8(Q8_K_BYTES), a, 1);
+    float t[8];
+    _mm256_storeu_ps(t, _mm256_mul_ps(_mm256_mul_ps(d, da), _mm256_cvtepi32_ps(r)));
+    UNROLL
+    for (int i = 0; i < G; i++) sum += t[i];
+    return sum;
+}
+
+static float q6k_dot1(int n, const uint8_t *w, const uint8_t *a) {
+    const size_t bb = sizeof(struct lmoe_block_q6_k);
+    const int nb = n / LMOE_QK_K;
+    float sum = 0.0f;
+    int b = 0;
+    for (; b + 8 <= nb; b += 8) sum = q6k_group(8, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES);
+    if (b + 4 <= nb) sum = q6k_group(4, sum, w + (size_t)b * bb, a + (size_t)b * Q8_K_BYTES), b += 4;
+    /* the last 1 to 3 blocks one at a time, as the 1 x 1 tile does */
+    for (; b < nb; b++) {
+        const uint8_t *wb = w + (size_t)b * bb, *ab = a + (size_t)b * Q8_K_BYTES;
+        struct ksb k;
+        unpack_q6_K(wb, &k);
+        const __m256i bias = _mm256_madd_epi16(k.mn, ld256(ab + Q8_K_BSUMS));
+        const __m256i v = _mm256_sub_epi32(k_isum(&k, ab + Q8_K_QS), _mm256_slli_epi32(bias, 5));
+        sum = fstep1(sum, ld_f16(wb + offsetof(struct lmoe_block_q6_k, d)), ld_f32(ab),
+                     _mm512_cvtsi512_si32(reduce_items(&v, 1)));
+    }
+    return sum;
+}
+
 /* ---- Per-type tiles, vec_dot and gemm ---------------------------------- */
 
 ALWAYS_INLINE void tile_q8_0(int n, int R, int T, const uint8_t *const *w, const uint8_t *const *a, float *o,
@@ -568,16 +781,6 @@ ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const
         }                                                                                                      \
     }
 
-/* A 1 x 1 tile: the reference's order, one row streamed at a time, with
- * a software prefetch 512 bytes ahead. */
-#define DEFINE_VEC_DOT(tname, tile)                                           \
-    static float vec_dot_##tname(int n, const void *w_row, const void *act) { \
-        const uint8_t *w = w_row, *a = act;                                   \
-        float o;                                                              \
-        tile(n, 1, 1, &w, &a, &o, 512);                                       \
-        return o;                                                             \
-    }
-
 /* Legacy types: the AVX2 table's vec_dot, whose order their tiles keep. */
 #define FROM_AVX2(tname, TYPE)                                                \
     static float vec_dot_##tname(int n, const void *w_row, const void *act) { \
@@ -587,9 +790,14 @@ ALWAYS_INLINE void tile_q5_K(int n, int R, int T, const uint8_t *const *w, const
 FROM_AVX2(q8_0, LMOE_DTYPE_Q8_0)
 FROM_AVX2(q4_0, LMOE_DTYPE_Q4_0)
 FROM_AVX2(q5_0, LMOE_DTYPE_Q5_0)
-DEFINE_VEC_DOT(q4_K, tile_q4_K)
-DEFINE_VEC_DOT(q5_K, tile_q5_K)
-DEFINE_VEC_DOT(q6_K, tile_q6_K)
+static float vec_dot_q4_K(int n, const void *w_row, const void *act) {
+    return k45_dot1(n, w_row, act, sizeof(struct lmoe_block_q4_k), 0, offsetof(struct lmoe_block_q4_k, qs));
+}
+static float vec_dot_q5_K(int n, const void *w_row, const void *act) {
+    return k45_dot1(n, w_row, act, sizeof(struct lmoe_block_q5_k), offsetof(struct lmoe_block_q5_k, qh),
+                    offsetof(struct lmoe_block_q5_k, qs));
+}
+static float vec_dot_q6_K(int n, const void *w_row, const void *act) { return q6k_dot1(n, w_row, act); }
 DEFINE_GEMM(q8_0, tile_q8_0)
 DEFINE_GEMM(q4_0, tile_q4_0)
 DEFINE_GEMM(q5_0, tile_q5_0)
