@@ -197,7 +197,8 @@ void lmoe_ctx_reset(lmoe_ctx *c);       /* forget every token */
  * for n positions and gets a copy of src's KV rows, so a prompt that
  * starts like another context's is not computed twice. Both contexts must
  * come from one engine with the same KV type.
- * LMOE_ERR_ARG, LMOE_ERR_CTX_FULL or LMOE_ERR_KV_FULL with dst left empty. */
+ * LMOE_ERR_ARG (dst untouched), or LMOE_ERR_CTX_FULL / LMOE_ERR_KV_FULL
+ * with dst left empty. */
 int lmoe_ctx_copy_prefix(lmoe_ctx *dst, const lmoe_ctx *src, int n);
 
 /* The message of the last failed call on c. Borrowed. */

@@ -177,6 +177,7 @@ static void check_copy_prefix(lmoe_engine *e, const char *name, int kv_type, con
     CHECK(!memcmp(row, alone + (size_t)N_PROMPT * n_vocab, sizeof(float) * (size_t)n_vocab));
     /* more than the source holds, itself, a prefix that does not fit */
     CHECK(lmoe_ctx_copy_prefix(same, src, N_PROMPT + 2) == LMOE_ERR_ARG && strstr(lmoe_ctx_error(same), "holds"));
+    CHECK(lmoe_ctx_n_past(same) == N_ALL); /* an argument error leaves dst as it was */
     CHECK(lmoe_ctx_copy_prefix(src, src, 3) == LMOE_ERR_ARG);
     CHECK(lmoe_ctx_copy_prefix(own, same, 0) == 0 && lmoe_ctx_n_past(own) == 0);
     lmoe_ctx *tiny;

@@ -192,12 +192,19 @@ static const struct lmoe_fp8_kernels fp8_avx2 = {
  * their vectors stay in registers. */
 #define UNROLL4 _Pragma("GCC unroll 4")
 
+/* 32 FP8 bytes as 32 halves (e4m3: the value times 2^-8), with a bit set
+ * in *nan for each E4M3 NaN byte. */
+AVX512_INLINE __m512i halves32(__m256i bytes, int e4m3, __mmask32 *nan) {
+    if (!e4m3) return _mm512_slli_epi16(_mm512_cvtepu8_epi16(bytes), 8);
+    const __m256i low7 = _mm256_set1_epi8(0x7f);
+    *nan |= _mm256_cmpeq_epi8_mask(_mm256_and_si256(bytes, low7), low7);
+    return _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7), _mm512_set1_epi16((short)0xBF80));
+}
+
 AVX512_INLINE float dot_avx512(const uint8_t *w, const float *scale, const float *x, int n, int e4m3,
                                int *saw_nan) {
     __m512 total = _mm512_setzero_ps();
     __mmask32 nan = 0;
-    const __m256i low7 = _mm256_set1_epi8(0x7f);
-    const __m512i sign_exp_man = _mm512_set1_epi16((short)0xBF80);
     const float mul = e4m3 ? 256.0f : 1.0f;
     float tail_total = 0.0f;
     for (int b = 0; b * LMOE_FP8_BLOCK < n; b++) {
@@ -209,13 +216,7 @@ AVX512_INLINE float dot_avx512(const uint8_t *w, const float *scale, const float
              * prefetch past the end of the weights does not fault. */
             _mm_prefetch((const char *)w + c + FP8_PREFETCH, _MM_HINT_T0);
             __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + c));
-            __m512i h;
-            if (e4m3) {
-                nan |= _mm256_cmpeq_epi8_mask(_mm256_and_si256(bytes, low7), low7);
-                h = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7), sign_exp_man);
-            } else {
-                h = _mm512_slli_epi16(_mm512_cvtepu8_epi16(bytes), 8);
-            }
+            const __m512i h = halves32(bytes, e4m3, &nan);
             a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), _mm512_loadu_ps(x + c), a0);
             a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), _mm512_loadu_ps(x + c + 16), a1);
         }
@@ -237,8 +238,6 @@ AVX512_INLINE void dot4_avx512(const uint8_t *w, size_t row_bytes, const float *
     __m512 total[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     float tail_total[4] = {0, 0, 0, 0};
     __mmask32 nan = 0;
-    const __m256i low7 = _mm256_set1_epi8(0x7f);
-    const __m512i sign_exp_man = _mm512_set1_epi16((short)0xBF80);
     const float mul = e4m3 ? 256.0f : 1.0f;
     for (int b = 0; b * LMOE_FP8_BLOCK < n; b++) {
         int c0 = b * LMOE_FP8_BLOCK, c1 = c0 + LMOE_FP8_BLOCK < n ? c0 + LMOE_FP8_BLOCK : n, c = c0;
@@ -249,13 +248,7 @@ AVX512_INLINE void dot4_avx512(const uint8_t *w, size_t row_bytes, const float *
             for (int k = 0; k < 4; k++) {
                 _mm_prefetch((const char *)w + (size_t)k * row_bytes + c + FP8_PREFETCH, _MM_HINT_T0);
                 __m256i bytes = _mm256_loadu_si256((const __m256i *)(w + (size_t)k * row_bytes + c));
-                __m512i h;
-                if (e4m3) {
-                    nan |= _mm256_cmpeq_epi8_mask(_mm256_and_si256(bytes, low7), low7);
-                    h = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7), sign_exp_man);
-                } else {
-                    h = _mm512_slli_epi16(_mm512_cvtepu8_epi16(bytes), 8);
-                }
+                const __m512i h = halves32(bytes, e4m3, &nan);
                 a0[k] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), x0, a0[k]);
                 a1[k] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), x1, a1[k]);
             }
@@ -317,8 +310,6 @@ AVX512_INLINE void gemm4_tile(const uint8_t *const *wr, const float *const *sr, 
     for (int r = 0; r < 4; r++)
         UNROLL4
         for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
-    const __m256i low7 = _mm256_set1_epi8(0x7f);
-    const __m512i sign_exp_man = _mm512_set1_epi16((short)0xBF80);
     const float mul = e4m3 ? 256.0f : 1.0f;
     int c = 0;
     for (; c + 32 <= n; c += 32) {
@@ -328,13 +319,7 @@ AVX512_INLINE void gemm4_tile(const uint8_t *const *wr, const float *const *sr, 
         for (int r = 0; r < 4; r++) {
             _mm_prefetch((const char *)wr[r] + c + FP8_PREFETCH, _MM_HINT_T0);
             const __m256i bytes = _mm256_loadu_si256((const __m256i *)(wr[r] + c));
-            __m512i h;
-            if (e4m3) {
-                nan[r] |= _mm256_cmpeq_epi8_mask(_mm256_and_si256(bytes, low7), low7);
-                h = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(bytes), 7), sign_exp_man);
-            } else {
-                h = _mm512_slli_epi16(_mm512_cvtepu8_epi16(bytes), 8);
-            }
+            const __m512i h = halves32(bytes, e4m3, &nan[r]);
             const __m512 s = _mm512_set1_ps(sr[r][b] * mul);
             w0[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s);
             w1[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s);
